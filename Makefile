@@ -1,0 +1,35 @@
+# LWD Fleet — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-quick test test-fast lint bench clean help
+
+help:
+	@echo "make demo       set up if needed, then run the flywheel slice on this machine (127.0.0.1 only)"
+	@echo "make test       set up if needed, then lint + the whole test suite (slow tests included)"
+	@echo "make test-fast  skip tests marked slow"
+	@echo "make bench      run the benchmarks and write results files"
+	@echo "make setup      create $(VENV) and install everything (idempotent)"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m lwd_learner.demo $(DEMO_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m lwd_learner.bench_all
+
+clean:
+	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache .ruff_cache var

@@ -1,0 +1,17 @@
+# Cloud image: Coordinator and the JAX learner (CUDA 12 wheels). No ROS.
+# Build from the repository root:  docker build -f docker/learner.Dockerfile -t lwd-learner .
+FROM python:3.11-slim
+
+WORKDIR /opt/lwd
+COPY constraints.txt requirements/learner.txt ./requirements/
+# jax[cuda12] pulls the CUDA/cuDNN wheels; the rest is pinned by constraints.txt.
+RUN pip install --no-cache-dir -c requirements/constraints.txt -r requirements/learner.txt \
+    && pip install --no-cache-dir "jax[cuda12]==$(grep '^jax==' requirements/constraints.txt | cut -d= -f3)"
+
+COPY ros2_ws/src/lwd_protocol ./ros2_ws/src/lwd_protocol
+COPY msg ./msg
+COPY learner ./learner
+RUN pip install --no-cache-dir --no-deps ./ros2_ws/src/lwd_protocol ./learner
+
+ENTRYPOINT ["lwd"]
+CMD ["--help"]

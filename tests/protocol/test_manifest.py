@@ -50,7 +50,9 @@ def test_signing_payload_excludes_signature_and_is_canonical(tmp_path):
     payload = manifest.signing_payload()
     manifest.signature = {"alg": "ed25519", "key_id": "k", "value": "AAAA"}
     assert manifest.signing_payload() == payload
-    assert b" " not in payload and json.loads(payload)["version"] == 5
+    canonical = json.dumps(json.loads(payload), sort_keys=True, separators=(",", ":")).encode()
+    assert payload == canonical and json.loads(payload)["version"] == 5
+    assert "signature" not in json.loads(payload)
 
 
 def test_tampered_file_is_detected(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 
 from lwd_protocol.robot_spec import CAMERA_NAMES, CHUNK_HORIZON, CONTROL_RATE_HZ, JOINT_NAMES
 from lwd_protocol.store import MANIFEST_NAME
-from lwd_protocol.version import MANIFEST_FORMAT_VERSION, check_version
+from lwd_protocol.version import MANIFEST_FORMAT_VERSION, ProtocolVersionError, check_version
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -158,6 +158,8 @@ class PolicyManifest:
                 format_version=int(data["format_version"]),
                 signature=data.get("signature"),
             )
+        except ProtocolVersionError as exc:
+            raise ManifestError(str(exc)) from exc
         except KeyError as exc:
             raise ManifestError(f"manifest lacks required field {exc.args[0]!r}") from exc
         except (TypeError, AttributeError) as exc:

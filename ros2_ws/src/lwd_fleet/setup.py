@@ -21,6 +21,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "sim_driver = lwd_fleet.drivers.sim_driver:main",
         ],
     },
 )

@@ -1,0 +1,157 @@
+"""Turn one MQTT announcement into a verified EpisodeRecord, or say precisely why not.
+
+Two failure kinds, handled differently by the Coordinator:
+- Quarantine: the announcement or the object is wrong (bad JSON, robot mismatch, missing
+  object, size/sha256 mismatch, undecodable MCAP). Permanent: record the reason and ack.
+- TransientError: the store is unreachable or refuses us. Not the robot's fault: do not ack,
+  retry later, so the broker keeps the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lwd_learner.coordinator.records import EpisodeRecord, QuarantineRecord
+from lwd_protocol.announce import AnnouncementError, EpisodeAnnouncement
+from lwd_protocol.episode_io import EpisodeFormatError, read_episode
+from lwd_protocol.names import MqttTopics
+from lwd_protocol.store import EPISODES_BUCKET
+
+PAYLOAD_HEAD_BYTES = 512
+_MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
+
+
+class Quarantine(Exception):  # noqa: N818 - a verdict, not an error of ours
+    def __init__(self, record: QuarantineRecord):
+        self.record = record
+        super().__init__(record.reason)
+
+
+class TransientError(Exception):
+    """The object store could not answer; retry the same message later."""
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    bucket: str = EPISODES_BUCKET
+    max_episode_bytes: int = 4 * 1024**3
+    work_dir: Path | None = None  # where downloads land (deleted after decoding)
+
+
+class EpisodeVerifier:
+    def __init__(self, s3, config: VerifierConfig | None = None):
+        self.s3 = s3
+        self.config = config or VerifierConfig()
+
+    def parse(self, topic: str, payload: bytes) -> EpisodeAnnouncement:
+        """Check topic, JSON schema and topic robot == payload robot; raise Quarantine otherwise."""
+        head = bytes(payload[:PAYLOAD_HEAD_BYTES])
+        try:
+            topic_robot = MqttTopics.robot_id_from_topic(topic)
+        except ValueError as exc:
+            raise Quarantine(QuarantineRecord(f"foreign topic: {exc}", topic, payload_head=head)) from exc
+        try:
+            ann = EpisodeAnnouncement.from_json(payload)
+        except AnnouncementError as exc:
+            raise Quarantine(QuarantineRecord(str(exc), topic, robot_id=topic_robot, payload_head=head)) from exc
+        if ann.robot_id != topic_robot:
+            reason = f"robot mismatch: payload robot_id {ann.robot_id!r} published on {topic_robot!r}'s topic"
+            raise Quarantine(self._q(ann, topic, reason, head, robot_id=topic_robot))
+        return ann
+
+    def verify(self, topic: str, payload: bytes) -> EpisodeRecord:
+        """Parse, stat, download, hash and decode; return the record to store."""
+        ann = self.parse(topic, payload)
+        head = bytes(payload[:PAYLOAD_HEAD_BYTES])
+        self.check_exists(ann.key, ann.size, ann.sha256, on_bad=lambda r: self._q(ann, topic, r, head))
+        with tempfile.TemporaryDirectory(prefix="lwd-verify-", dir=self.config.work_dir) as tmp:
+            path = Path(tmp) / "episode.mcap"
+            digest, size = self._download(ann.key, path)
+            if size != ann.size:
+                raise Quarantine(self._q(ann, topic, f"size mismatch: downloaded {size} != announced {ann.size}", head))
+            if digest != ann.sha256:
+                raise Quarantine(self._q(ann, topic, f"sha256 mismatch: object hashes to {digest}", head))
+            try:
+                episode = read_episode(path, load_images=False)
+            except EpisodeFormatError as exc:
+                raise Quarantine(self._q(ann, topic, f"schema: {exc}", head)) from exc
+        start, end = episode.start, episode.end
+        problems = []
+        if end is None:
+            problems.append("episode has no end record")
+        if start.episode_id != ann.episode_id or start.robot_id != ann.robot_id:
+            problems.append(f"file is {start.robot_id}/{start.episode_id}")
+        if episode.num_steps != ann.num_steps:
+            problems.append(f"file has {episode.num_steps} steps, announced {ann.num_steps}")
+        if start.task != ann.task:
+            problems.append(f"file task {start.task!r} != announced {ann.task!r}")
+        if problems:
+            raise Quarantine(self._q(ann, topic, "content mismatch: " + "; ".join(problems), head))
+        return EpisodeRecord(
+            episode_id=ann.episode_id,
+            robot_id=ann.robot_id,
+            key=ann.key,
+            sha256=ann.sha256,
+            size=ann.size,
+            task=ann.task,
+            outcome=end.outcome.value,
+            num_steps=episode.num_steps,
+            source=start.source.value,
+            committed_at_ns=ann.committed_at_ns,
+            verified_at_ns=time.time_ns(),
+        )
+
+    def check_exists(self, key: str, size: int, sha256: str, on_bad) -> None:
+        """Stat the object: missing / wrong size / wrong sha metadata -> Quarantine(on_bad(reason))."""
+        from minio.error import S3Error
+
+        if size > self.config.max_episode_bytes:
+            raise Quarantine(on_bad(f"announced size {size} exceeds limit {self.config.max_episode_bytes}"))
+        try:
+            stat = self.s3.stat_object(self.config.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                raise Quarantine(on_bad(f"object missing: {self.config.bucket}/{key}")) from exc
+            raise TransientError(f"stat {key}: {exc.code}: {exc.message}") from exc
+        except Exception as exc:  # connection refused, timeouts, DNS: the store, not the episode
+            raise TransientError(f"stat {key}: {type(exc).__name__}: {exc}") from exc
+        if stat.size != size:
+            raise Quarantine(on_bad(f"size mismatch: object is {stat.size} bytes, announced {size}"))
+        meta = {k.lower(): v for k, v in (stat.metadata or {}).items()}
+        stored = meta.get("x-amz-meta-sha256")
+        if stored is not None and stored != sha256:
+            raise Quarantine(on_bad(f"sha256 mismatch: object metadata says {stored}"))
+
+    def _download(self, key: str, path: Path) -> tuple[str, int]:
+        h = hashlib.sha256()
+        size = 0
+        try:
+            resp = self.s3.get_object(self.config.bucket, key)
+            try:
+                with open(path, "wb") as f:
+                    for chunk in resp.stream(1 << 20):
+                        h.update(chunk)
+                        f.write(chunk)
+                        size += len(chunk)
+            finally:
+                resp.close()
+                resp.release_conn()
+        except Exception as exc:
+            raise TransientError(f"download {key}: {type(exc).__name__}: {exc}") from exc
+        return h.hexdigest(), size
+
+    @staticmethod
+    def _q(ann: EpisodeAnnouncement, topic: str, reason: str, head: bytes, robot_id: str | None = None):
+        return QuarantineRecord(
+            reason=reason,
+            topic=topic,
+            robot_id=robot_id or ann.robot_id,
+            episode_id=ann.episode_id,
+            key=ann.key,
+            payload_head=head,
+            received_at_ns=time.time_ns(),
+        )

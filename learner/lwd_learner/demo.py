@@ -1,39 +1,36 @@
 """`make demo`: run the largest real slice of the LWD loop that exists, on 127.0.0.1 only.
 
-Today's slice (grows as the flywheel lands): a real mosquitto broker and a real S3 store start
-with per-robot credentials; each simulated robot records episodes in the protocol's MCAP
-format (scripted-expert rollouts from lwd_sim when it is installed, else a joint-space
-trajectory generator), uploads each one under its own key prefix with its sha256, and only then
-announces it on its MQTT topic (QoS 1). A cloud-side consumer with its own identity receives the
-announcements, downloads, verifies the hash and decodes every episode. The run prints what it
-did and the measured episode->cloud latencies, and stops every process it started.
+Today's slice (it grows as the flywheel lands): a real mosquitto broker and a real S3 store
+start with per-robot credentials, and the Coordinator starts with a persistent MQTT session and
+a SQLite snapshot store. Each simulated robot records episodes in the protocol's MCAP format
+into its spool (scripted-expert rollouts of the MuJoCo fleet when lwd_sim is installed, else a
+joint-space trajectory generator); its EpisodeUplink uploads each one under the robot's own key
+prefix with its sha256, announces it on the robot's MQTT topic (QoS 1) and deletes the spool
+file once the broker acknowledged. The Coordinator verifies every episode (object, size,
+sha256, schema) and commits monotonically increasing snapshot versions. The run prints what it
+did and the measured episode->snapshot latencies, and stops every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
-import queue
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from lwd_fleet.uplink import EpisodeUplink, UplinkConfig
+from lwd_learner.coordinator import Coordinator, CoordinatorConfig
 from lwd_learner.localstack import MosquittoBroker, MqttIdentity, S3Identity, SeaweedS3
 from lwd_protocol.episode import EpisodeEnd, EpisodeSource, EpisodeStart, Outcome, episode_filename, new_episode_id
-from lwd_protocol.episode_io import EpisodeWriter, read_episode
-from lwd_protocol.names import MqttTopics
+from lwd_protocol.episode_io import EpisodeWriter
 from lwd_protocol.robot_spec import ACTION_DIM
-from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET, episode_key
+from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET
 from lwd_protocol.tasks import TASK_NAMES
+from lwd_protocol.transport import MqttEndpoint, S3Endpoint
 
 
 @dataclass
@@ -65,17 +62,22 @@ def _joint_space_episode(path: Path, start: EpisodeStart, steps: int, image_size
     return writer.close(EpisodeEnd(outcome=Outcome.SUCCESS if success else Outcome.FAILURE, num_steps=steps))
 
 
-def _connect(broker: MosquittoBroker, username: str, client_id: str) -> mqtt.Client:
-    ident = broker.identity(username)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-    client.username_pw_set(ident.username, ident.password)
-    connected = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: connected.set() if rc.value == 0 else None
-    client.connect(broker.host, broker.port, keepalive=30)
-    client.loop_start()
-    if not connected.wait(10):
-        raise RuntimeError(f"MQTT login as {username} failed")
-    return client
+def _record_episodes(spool: Path, robot_id: str, cfg: DemoConfig, rng: np.random.Generator, index: int) -> list[str]:
+    ids = []
+    for k in range(cfg.episodes_per_robot):
+        task = TASK_NAMES[(index + k) % len(TASK_NAMES)]
+        eid = new_episode_id(robot_id)
+        start = EpisodeStart(
+            episode_id=eid,
+            robot_id=robot_id,
+            task=task,
+            instruction=f"do the {task} task",
+            source=EpisodeSource.ONLINE,
+            started_at_ns=time.time_ns(),
+        )
+        _joint_space_episode(spool / episode_filename(eid), start, cfg.steps_per_episode, cfg.image_size, rng)
+        ids.append(eid)
+    return ids
 
 
 def run(cfg: DemoConfig) -> dict:
@@ -92,108 +94,92 @@ def run(cfg: DemoConfig) -> dict:
     )
     print(f"[demo] workdir {workdir}")
     t_start = time.monotonic()
-    broker.start()
-    store.start()
-    print(f"[demo] mosquitto on 127.0.0.1:{broker.port}, S3 (SeaweedFS) on {store.endpoint}")
-    announcements: queue.Queue = queue.Queue()
-    cloud = _connect(broker, "coordinator", "lwd-demo-cloud")
-    subscribed = threading.Event()
-    cloud.on_subscribe = lambda *a: subscribed.set()
-    cloud.on_message = lambda c, u, msg: announcements.put((msg.topic, msg.payload, time.time_ns()))
-    cloud.subscribe(MqttTopics.all_episodes(), qos=1)
-    subscribed.wait(10)
-    summary: dict = {"robots": robot_ids, "episodes": [], "latency_ms": []}
+    started: list = []
     try:
-        rng = np.random.default_rng(0)
-        expected = 0
-        for robot_id in robot_ids:
-            spool = workdir / "spool" / robot_id
-            spool.mkdir(parents=True)
-            s3 = store.client(robot_id)
-            client = _connect(broker, robot_id, f"lwd-demo-{robot_id}")
-            for k in range(cfg.episodes_per_robot):
-                task = TASK_NAMES[(robot_ids.index(robot_id) + k) % len(TASK_NAMES)]
-                eid = new_episode_id(robot_id)
-                start = EpisodeStart(
-                    episode_id=eid,
-                    robot_id=robot_id,
-                    task=task,
-                    instruction=f"do the {task.replace('_', ' ')} task",
-                    source=EpisodeSource.ONLINE,
-                    started_at_ns=time.time_ns(),
-                )
-                path = _joint_space_episode(
-                    spool / episode_filename(eid), start, cfg.steps_per_episode, cfg.image_size, rng
-                )
-                data = path.read_bytes()
-                digest = hashlib.sha256(data).hexdigest()
-                committed_ns = time.time_ns()
-                s3.put_object(
-                    EPISODES_BUCKET,
-                    episode_key(robot_id, eid),
-                    io.BytesIO(data),
-                    len(data),
-                    metadata={"sha256": digest},
-                )
-                announcement = {
-                    "episode_id": eid,
-                    "robot_id": robot_id,
-                    "key": episode_key(robot_id, eid),
-                    "sha256": digest,
-                    "size": len(data),
-                    "committed_ns": committed_ns,
-                    "task": task,
-                }
-                client.publish(MqttTopics.episodes(robot_id), json.dumps(announcement), qos=1).wait_for_publish(10)
-                path.unlink()  # broker acknowledged: the spool copy may go
-                expected += 1
-            client.disconnect()
-            client.loop_stop()
-        admin_s3 = store.client("coordinator")
-        for _ in range(expected):
-            topic, payload, _received_ns = announcements.get(timeout=30)
-            ann = json.loads(payload)
-            if MqttTopics.robot_id_from_topic(topic) != ann["robot_id"]:
-                raise RuntimeError(f"announcement for {ann['robot_id']} arrived on {topic}")
-            resp = admin_s3.get_object(EPISODES_BUCKET, ann["key"])
-            try:
-                blob = resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-            if hashlib.sha256(blob).hexdigest() != ann["sha256"]:
-                raise RuntimeError(f"sha256 mismatch for {ann['key']}")
-            episode = read_episode(blob)
-            latency_ms = (time.time_ns() - ann["committed_ns"]) / 1e6
-            summary["latency_ms"].append(latency_ms)
-            summary["episodes"].append(
-                {
-                    "episode_id": ann["episode_id"],
-                    "task": episode.start.task,
-                    "steps": episode.num_steps,
-                    "outcome": episode.end.outcome.value,
-                    "bytes": len(blob),
-                    "cameras": sorted(episode.images),
-                }
+        broker.start()
+        started.append(broker)
+        store.start()
+        started.append(store)
+        print(f"[demo] mosquitto on 127.0.0.1:{broker.port}, S3 (SeaweedFS) on {store.endpoint}")
+        coordinator = Coordinator(
+            CoordinatorConfig(
+                mqtt=_mqtt_endpoint(broker, "coordinator", client_id="lwd-coordinator", persistent=True),
+                s3=_s3_endpoint(store, "coordinator"),
+                db_path=workdir / "snapshots.sqlite",
+                batch_size=cfg.robots,
+                batch_interval_s=1.0,
             )
-    finally:
-        cloud.disconnect()
-        cloud.loop_stop()
-        broker.stop()
-        store.stop()
-    lat = summary["latency_ms"]
-    print(
-        f"[demo] {len(summary['episodes'])} episodes from {len(robot_ids)} robots recorded -> uploaded -> announced "
-        f"-> received, sha256-verified and decoded by the cloud side"
-    )
-    print(f"[demo] episode committed -> verified in cloud: p50 {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms")
-    for ep in summary["episodes"]:
+        ).start()
+        started.append(coordinator)
+        uplinks = {}
+        for robot_id in robot_ids:
+            uplinks[robot_id] = EpisodeUplink(
+                UplinkConfig(
+                    robot_id=robot_id,
+                    spool_dir=workdir / "spool" / robot_id,
+                    mqtt=_mqtt_endpoint(broker, robot_id, client_id=f"uplink-{robot_id}"),
+                    s3=_s3_endpoint(store, robot_id),
+                    poll_interval_s=0.1,
+                )
+            ).start()
+            started.append(uplinks[robot_id])
+        print(f"[demo] coordinator (SQLite snapshots) and {len(uplinks)} robot uplinks running")
+        rng = np.random.default_rng(0)
+        produced = []
+        for index, robot_id in enumerate(robot_ids):
+            produced += _record_episodes(workdir / "spool" / robot_id, robot_id, cfg, rng, index)
+        print(f"[demo] robots recorded {len(produced)} episodes into their spools")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            version = coordinator.current_version()
+            if version and len(coordinator.get_snapshot(version)) >= len(produced):
+                break
+            time.sleep(0.1)
+        version = coordinator.current_version()
+        snapshot = coordinator.get_snapshot(version) if version else []
+        missing = set(produced) - {r.episode_id for r in snapshot}
+        if missing:
+            raise RuntimeError(f"{len(missing)} episodes never reached a snapshot: {sorted(missing)[:3]}")
+        latency_ms = [(r.verified_at_ns - r.committed_at_ns) / 1e6 for r in snapshot]
+        leftovers = [p for u in uplinks.values() for p in u.config.spool_dir.glob("*.mcap")]
+        summary = {
+            "robots": robot_ids,
+            "snapshot_version": version,
+            "episodes": len(snapshot),
+            "quarantined": len(coordinator.quarantined()),
+            "spool_leftovers": len(leftovers),
+            "latency_ms": latency_ms,
+        }
         print(
-            f"        {ep['episode_id']}  {ep['task']:<22} {ep['steps']} steps  {ep['outcome']:<8} "
-            f"{ep['bytes'] / 1e6:.1f} MB  cameras={','.join(ep['cameras'])}"
+            f"[demo] snapshot v{version}: {len(snapshot)}/{len(produced)} episodes from {len(robot_ids)} robots, "
+            f"{summary['quarantined']} quarantined, {len(leftovers)} files left in robot spools"
         )
+        print(
+            f"[demo] episode committed on robot -> verified by coordinator: p50 {statistics.median(latency_ms):.0f} ms,"
+            f" max {max(latency_ms):.0f} ms"
+        )
+        for robot_id, stats in sorted(coordinator.robot_stats().items()):
+            print(f"        {robot_id}: {stats}")
+    finally:
+        for part in reversed(started):
+            if isinstance(part, EpisodeUplink):
+                part.close()
+            else:
+                part.stop()
     print(f"[demo] done in {time.monotonic() - t_start:.1f} s; all services stopped")
     return summary
+
+
+def _mqtt_endpoint(broker: MosquittoBroker, user: str, client_id: str, persistent: bool = False) -> MqttEndpoint:
+    ident = broker.identity(user)
+    return MqttEndpoint(
+        broker.host, broker.port, ident.username, ident.password, client_id=client_id, clean_session=not persistent
+    )
+
+
+def _s3_endpoint(store: SeaweedS3, name: str) -> S3Endpoint:
+    ident = store.identity(name)
+    return S3Endpoint(store.endpoint, ident.access_key, ident.secret_key, region=store.region)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,15 @@ import numpy as np
 from lwd_fleet.uplink import EpisodeUplink, UplinkConfig
 from lwd_learner.coordinator import Coordinator, CoordinatorConfig
 from lwd_learner.localstack import MosquittoBroker, MqttIdentity, S3Identity, SeaweedS3
-from lwd_protocol.episode import EpisodeEnd, EpisodeSource, EpisodeStart, Outcome, episode_filename, new_episode_id
+from lwd_protocol.episode import (
+    ActionSource,
+    EpisodeEnd,
+    EpisodeSource,
+    EpisodeStart,
+    Outcome,
+    episode_filename,
+    new_episode_id,
+)
 from lwd_protocol.episode_io import EpisodeWriter
 from lwd_protocol.robot_spec import ACTION_DIM
 from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET
@@ -56,7 +64,7 @@ def _joint_space_episode(path: Path, start: EpisodeStart, steps: int, image_size
             frame[:, : image_size // 2, 0] = int(127 + 100 * np.tanh(q[0]))
             writer.write_image(cam, frame, t, stamp)
         writer.write_joint_state(q, t, stamp)
-        writer.write_action(target, t, stamp, source=0, policy_version=0)
+        writer.write_action(target, t, stamp, source=ActionSource.POLICY, policy_version=0)
         q = target
     success = bool(rng.random() < 0.5)
     return writer.close(EpisodeEnd(outcome=Outcome.SUCCESS if success else Outcome.FAILURE, num_steps=steps))

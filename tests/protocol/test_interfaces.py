@@ -82,3 +82,12 @@ def test_cdr_bytes_interchangeable_with_rclpy(tmp_path):
     decoded = rclpy_serialization.deserialize_message(raw[2], ExecutedAction)
     assert decoded.step == 2 and decoded.policy_version == 4
     np.testing.assert_array_equal(np.asarray(decoded.position, np.float32), np.arange(16, dtype=np.float32) + 2)
+
+
+def test_action_source_enum_mirrors_executed_action_constants():
+    from lwd_msgs.msg import ExecutedAction
+    from lwd_protocol.episode import ActionSource
+
+    assert ActionSource.POLICY == ExecutedAction.SOURCE_POLICY
+    assert ActionSource.HUMAN == ExecutedAction.SOURCE_HUMAN
+    assert ActionSource.HOLD == ExecutedAction.SOURCE_HOLD

@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
-from enum import Enum
+from enum import Enum, IntEnum
 
 from lwd_protocol.names import validate_robot_id
 from lwd_protocol.robot_spec import CAMERA_NAMES, CONTROL_RATE_HZ, JOINT_NAMES
@@ -65,6 +65,14 @@ class Outcome(str, Enum):
     @property
     def is_success(self) -> bool:
         return self is Outcome.SUCCESS
+
+
+class ActionSource(IntEnum):
+    """Who chose an executed action: mirrors lwd_msgs/ExecutedAction SOURCE_* (a test checks)."""
+
+    POLICY = 0
+    HUMAN = 1
+    HOLD = 2
 
 
 class EpisodeSource(str, Enum):

@@ -1,0 +1,18 @@
+"""Shared setup for the sim tests: a headless GL backend chosen before mujoco is imported."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # EGL (Mesa llvmpipe) works here; osmesa is the fallback
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import mujoco
+
+        mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco/>"), 8, 8).close()
+    except Exception:  # EGL unusable on this host: fall back to OSMesa for every later import
+        os.environ["MUJOCO_GL"] = "osmesa"

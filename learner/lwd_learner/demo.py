@@ -47,6 +47,8 @@ class DemoConfig:
     episodes_per_robot: int = 2
     steps_per_episode: int = 90
     image_size: int = 64
+    sim_images: bool = True  # render the three cameras into sim episodes
+    sim_max_steps: int | None = None  # cap sim episodes (None: each task's own time limit)
     workdir: Path | None = None
 
 
@@ -71,8 +73,33 @@ def _joint_space_episode(path: Path, start: EpisodeStart, steps: int, image_size
 
 
 def _record_episodes(spool: Path, robot_id: str, cfg: DemoConfig, rng: np.random.Generator, index: int) -> list[str]:
+    """Expert rollouts of the MuJoCo fleet when lwd_sim is installed, else joint-space trajectories."""
+    try:
+        from lwd_sim.env import EnvConfig, LwdSimEnv
+        from lwd_sim.experts import ScriptedExpert
+        from lwd_sim.generate import record_episode
+        from lwd_sim.tasks import IMPLEMENTED_TASKS
+    except ImportError:
+        IMPLEMENTED_TASKS = ()
     ids = []
     for k in range(cfg.episodes_per_robot):
+        if IMPLEMENTED_TASKS:
+            task = IMPLEMENTED_TASKS[(index + k) % len(IMPLEMENTED_TASKS)]
+            env = LwdSimEnv(task, seed=0, config=EnvConfig(image_size=cfg.image_size, max_steps=cfg.sim_max_steps))
+            try:
+                path, _ = record_episode(
+                    env,
+                    ScriptedExpert(env),
+                    int(rng.integers(1 << 30)),
+                    spool,
+                    EpisodeSource.ONLINE,
+                    robot_id,
+                    images=cfg.sim_images,
+                )
+            finally:
+                env.close()
+            ids.append(path.stem)
+            continue
         task = TASK_NAMES[(index + k) % len(TASK_NAMES)]
         eid = new_episode_id(robot_id)
         start = EpisodeStart(

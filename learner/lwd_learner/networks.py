@@ -1,0 +1,165 @@
+"""Flax (linen) networks of the CPU learner: velocity field, critic with two Q heads, value head.
+
+The paper's networks (Sec. IV-D) are a pi0.5 action expert and a Gemma3-SigLIP value/critic
+backbone. On a 2-core CPU learner we keep the same structure with small MLP trunks over a
+low-dimensional observation (the simulator's privileged state, or a precomputed embedding):
+
+- :class:`VelocityField` ``f(s, a^w, w)``: obs embedding + sinusoidal time embedding + the
+  flattened ``(H, A)`` chunk through an MLP; output ``(B, H, A)``.
+- :class:`Critic`: obs embedding ``z`` concatenated with a learned temporal attention pooling of
+  the chunk, fed to TWO scalar Q heads (clipped double-Q; the min is used for targets).
+- :class:`ValueNet`: obs embedding to ``K = 201`` categorical logits (DIVL) or one scalar
+  (expectile baseline).
+
+Attention is written as Dense + einsum (no ``MultiHeadDotProductAttention``) so the modules stay
+easy to export and inspect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def param_count(params: object) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def sinusoidal_embedding(w: jax.Array, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> jax.Array:
+    """Sine/cosine features of the flow time ``w (B,)`` with geometric periods (as in openpi); ``(B, dim)``."""
+    half = dim // 2
+    fraction = jnp.linspace(0.0, 1.0, half, dtype=jnp.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angles = 2.0 * jnp.pi * w[:, None] / period[None]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class MLP(nn.Module):
+    """Dense-GELU stack with optional LayerNorm after each hidden layer; last layer is linear."""
+
+    hidden_dims: Sequence[int]
+    out_dim: int
+    layer_norm: bool = True
+    zero_init_output: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden_dims:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = nn.gelu(x)
+        init = nn.initializers.zeros_init() if self.zero_init_output else nn.initializers.lecun_normal()
+        return nn.Dense(self.out_dim, kernel_init=init)(x)
+
+
+class ObsEncoder(nn.Module):
+    """Low-dimensional observation (state vector or precomputed embedding) to an embedding ``z``."""
+
+    hidden_dims: Sequence[int] = (256,)
+    embed_dim: int = 256
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        z = MLP(self.hidden_dims, self.embed_dim)(obs)
+        return nn.LayerNorm()(z)
+
+
+class VelocityField(nn.Module):
+    """Flow velocity ``f(s, a^w, w)`` over flattened action chunks (QAM / openpi-style MLP head).
+
+    Call with ``obs (B, obs_dim)``, ``actions (B, H, A)``, ``w (B,)``; returns ``(B, H, A)``.
+    ``embed`` and ``velocity`` split the call so a sampler or QAM step can encode the
+    observation once and reuse ``z`` at every Euler step: ``f = velocity(embed(obs), a, w)``.
+    """
+
+    horizon: int
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256, 256)
+    obs_hidden_dims: Sequence[int] = (256,)
+    obs_embed_dim: int = 256
+    time_dim: int = 64
+
+    def setup(self) -> None:
+        self.encoder = ObsEncoder(self.obs_hidden_dims, self.obs_embed_dim)
+        self.time_proj = nn.Dense(self.time_dim)
+        self.trunk = MLP(self.hidden_dims, self.horizon * self.action_dim)
+
+    def embed(self, obs: jax.Array) -> jax.Array:
+        """Observation embedding ``z (B, obs_embed_dim)``."""
+        return self.encoder(obs)
+
+    def velocity(self, z: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array:
+        """Velocity from a precomputed embedding ``z``; same output as ``__call__``."""
+        t = nn.gelu(self.time_proj(sinusoidal_embedding(w, self.time_dim)))
+        flat = actions.reshape(actions.shape[0], self.horizon * self.action_dim)
+        out = self.trunk(jnp.concatenate([z, t, flat], axis=-1))
+        return out.reshape(actions.shape)
+
+    def __call__(self, obs: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array:
+        return self.velocity(self.embed(obs), actions, w)
+
+
+class TemporalAttentionPool(nn.Module):
+    """Learned-query multi-head attention pooling over the ``H`` steps of a chunk: ``(B, H, A) -> (B, D)``.
+
+    Each step gets a Dense embedding plus a learned positional embedding; learned per-head
+    queries attend over time, so the critic can weight the chunk's steps unequally.
+    """
+
+    dim: int = 64
+    num_heads: int = 4
+
+    @nn.compact
+    def __call__(self, actions: jax.Array) -> jax.Array:
+        _, horizon, _ = actions.shape
+        head_dim = self.dim // self.num_heads
+        pos = self.param("pos_embedding", nn.initializers.normal(0.02), (horizon, self.dim))
+        tokens = nn.Dense(self.dim)(actions) + pos[None]
+        tokens = nn.LayerNorm()(tokens)
+        query = self.param("query", nn.initializers.normal(0.02), (self.num_heads, head_dim))
+        keys = nn.Dense(self.dim)(tokens).reshape(*tokens.shape[:2], self.num_heads, head_dim)
+        values = nn.Dense(self.dim)(tokens).reshape(*tokens.shape[:2], self.num_heads, head_dim)
+        scores = jnp.einsum("bhnd,nd->bnh", keys, query) / jnp.sqrt(head_dim)
+        weights = jax.nn.softmax(scores, axis=-1)  # over time
+        pooled = jnp.einsum("bnh,bhnd->bnd", weights, values).reshape(actions.shape[0], self.dim)
+        return nn.Dense(self.dim)(pooled)
+
+
+class Critic(nn.Module):
+    """Clipped double-Q critic ``Q(s, a)``: returns ``(2, B)``, one row per head."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    obs_hidden_dims: Sequence[int] = (256,)
+    obs_embed_dim: int = 256
+    pool_dim: int = 64
+    pool_heads: int = 4
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        z = ObsEncoder(self.obs_hidden_dims, self.obs_embed_dim)(obs)
+        pooled = TemporalAttentionPool(self.pool_dim, self.pool_heads)(actions)
+        x = jnp.concatenate([z, pooled], axis=-1)
+        heads = [MLP(self.hidden_dims, 1, name=f"q_head_{i}")(x)[:, 0] for i in range(2)]
+        return jnp.stack(heads, axis=0)
+
+
+class ValueNet(nn.Module):
+    """State value model: ``K`` categorical logits for DIVL, or ``num_outputs=1`` scalar for expectile V.
+
+    Returns ``(B, num_outputs)``.
+    """
+
+    num_outputs: int = 201
+    hidden_dims: Sequence[int] = (256,)
+    obs_hidden_dims: Sequence[int] = (256,)
+    obs_embed_dim: int = 256
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        z = ObsEncoder(self.obs_hidden_dims, self.obs_embed_dim)(obs)
+        return MLP(self.hidden_dims, self.num_outputs)(z)

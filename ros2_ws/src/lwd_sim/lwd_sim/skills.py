@@ -74,8 +74,15 @@ def pick(env, arm: int, name: str, clear_z: float = CLEAR_Z) -> ArmCommand:
     return ArmCommand(waypoint(env, arm, gp, clear_z), DOWN, GRIPPER_CLOSED if close else GRIPPER_OPEN)
 
 
-def place(env, arm: int, name: str, goal_center: np.ndarray, clear_z: float = CLEAR_Z, tol: float = 0.015,
-          rot: np.ndarray = DOWN) -> ArmCommand:
+def place(
+    env,
+    arm: int,
+    name: str,
+    goal_center: np.ndarray,
+    clear_z: float = CLEAR_Z,
+    tol: float = 0.015,
+    rot: np.ndarray = DOWN,
+) -> ArmCommand:
     """Carry the held `name` so its centre reaches `goal_center`, then open."""
     obj = env.obj_pos(name)
     site = site_pos(env, arm)
@@ -110,6 +117,22 @@ def _busy_with_other(env, arm: int, wanted: tuple[str, ...]) -> bool:
     return held is not None and held not in wanted
 
 
+def acquire(env, name: str, preferred_arm: int | None, uses: tuple[str, ...], clear_z: float):
+    """Pick the arm for object `name` and, until it holds the object, the command that gets it there.
+
+    Returns (arm, command): command is a stow (the arm holds something else) or a pick, and None once
+    the arm holds `name` and the skill can do its own work.
+    """
+    arm = env.holder_of(name)
+    if arm < 0:
+        arm = preferred_arm if preferred_arm is not None else default_arm(env, name)
+    if _busy_with_other(env, arm, uses):
+        return arm, stow(env, arm)
+    if env.holder_of(name) != arm:
+        return arm, pick(env, arm, name, clear_z)
+    return arm, None
+
+
 class PlaceSkill(Skill):
     """Pick `name` and place its centre at `goal` (a fixed point or a callable of env)."""
 
@@ -118,13 +141,9 @@ class PlaceSkill(Skill):
         self.uses = (name,)
 
     def command(self, env, memory: dict) -> dict[int, ArmCommand]:
-        arm = env.holder_of(self.name)
-        if arm < 0:
-            arm = self.arm if self.arm is not None else default_arm(env, self.name)
-        if _busy_with_other(env, arm, self.uses):
-            return {arm: stow(env, arm)}
-        if env.holder_of(self.name) != arm:
-            return {arm: pick(env, arm, self.name, self.clear_z)}
+        arm, pending = acquire(env, self.name, self.arm, self.uses, self.clear_z)
+        if pending is not None:
+            return {arm: pending}
         goal = self.goal(env) if callable(self.goal) else np.asarray(self.goal)
         return {arm: place(env, arm, self.name, goal, self.clear_z)}
 
@@ -132,20 +151,23 @@ class PlaceSkill(Skill):
 class PourSkill(Skill):
     """Hold container `name` over `target` (a body name) and tilt it until the task registers the pour."""
 
-    def __init__(self, name: str, target: str, height: float = 0.07, tilt: float = 1.75, arm: int | None = None,
-                 clear_z: float = CLEAR_Z) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        height: float = 0.07,
+        tilt: float = 1.75,
+        arm: int | None = None,
+        clear_z: float = CLEAR_Z,
+    ) -> None:
         self.name, self.target, self.height, self.tilt = name, target, height, tilt
         self.arm, self.clear_z = arm, clear_z
         self.uses = (name,)
 
     def command(self, env, memory: dict) -> dict[int, ArmCommand]:
-        arm = env.holder_of(self.name)
-        if arm < 0:
-            arm = self.arm if self.arm is not None else default_arm(env, self.name)
-        if _busy_with_other(env, arm, self.uses):
-            return {arm: stow(env, arm)}
-        if env.holder_of(self.name) != arm:
-            return {arm: pick(env, arm, self.name, self.clear_z)}
+        arm, pending = acquire(env, self.name, self.arm, self.uses, self.clear_z)
+        if pending is not None:
+            return {arm: pending}
         target = self.target(env) if callable(self.target) else self.target
         tgt = env.obj_pos(target)
         top = tgt[2] + (env.objspec(target).half_height if target in env.obj_index else 0.0)
@@ -173,13 +195,9 @@ class ShakeSkill(Skill):
         self.uses = (name,)
 
     def command(self, env, memory: dict) -> dict[int, ArmCommand]:
-        arm = env.holder_of(self.name)
-        if arm < 0:
-            arm = self.arm if self.arm is not None else default_arm(env, self.name)
-        if _busy_with_other(env, arm, self.uses):
-            return {arm: stow(env, arm)}
-        if env.holder_of(self.name) != arm:
-            return {arm: pick(env, arm, self.name)}
+        arm, pending = acquire(env, self.name, self.arm, self.uses, CLEAR_Z)
+        if pending is not None:
+            return {arm: pending}
         site = site_pos(env, arm)
         mid_z = CLEAR_Z + hanging_depth(env, arm) + 0.02
         if np.linalg.norm(site[:2] - self.center_xy) > 0.03:
@@ -209,8 +227,11 @@ class SlideSkill(Skill):
         done = abs(q - self.target) < self.tol
         if env.holder_of(self.body) != arm:
             if done:  # let go and back off
-                return {arm: ArmCommand(site_pos(env, arm) - 0.02 * self.axis * np.sign(self.target - 0.5), DOWN,
-                                        GRIPPER_OPEN)}
+                return {
+                    arm: ArmCommand(
+                        site_pos(env, arm) - 0.02 * self.axis * np.sign(self.target - 0.5), DOWN, GRIPPER_OPEN
+                    )
+                }
             return {arm: pick(env, arm, self.body)}
         if done:
             return {arm: ArmCommand(site_pos(env, arm), DOWN, GRIPPER_OPEN)}

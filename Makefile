@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick test test-fast lint bench clean help
+.PHONY: setup demo test test-fast lint bench clean help
 
 help:
 	@echo "make demo       set up if needed, then run the flywheel slice on this machine (127.0.0.1 only)"
@@ -29,7 +29,9 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m lwd_learner.bench_all
+	$(PY) ros2_ws/src/lwd_sim/bench/run_bench.py
+	$(PY) ros2_ws/src/lwd_fleet/bench/bench_inference.py --iters 500
+	$(PY) learner/bench/bench_update.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache .ruff_cache var

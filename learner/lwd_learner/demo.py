@@ -35,7 +35,7 @@ from lwd_protocol.episode import (
     new_episode_id,
 )
 from lwd_protocol.episode_io import EpisodeWriter
-from lwd_protocol.robot_spec import ACTION_DIM
+from lwd_protocol.robot_spec import ACTION_DIM, CONTROL_RATE_HZ
 from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET
 from lwd_protocol.tasks import TASK_NAMES
 from lwd_protocol.transport import MqttEndpoint, S3Endpoint
@@ -59,7 +59,7 @@ def _joint_space_episode(path: Path, start: EpisodeStart, steps: int, image_size
     q = np.zeros(ACTION_DIM, np.float32)
     t0 = time.time_ns()
     for t in range(steps):
-        stamp = t0 + int(t * 1e9 / 30)
+        stamp = t0 + int(t * 1e9 / CONTROL_RATE_HZ)
         target = q + 0.1 * (goal - q)
         for cam in start.cameras:
             frame = np.full((image_size, image_size, 3), (t * 3) % 255, np.uint8)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lwd_fleet.inference import OnnxRuntimeBackend
-from lwd_protocol.robot_spec import ACTION_DIM, CHUNK_HORIZON
+from lwd_protocol.robot_spec import ACTION_DIM, CHUNK_HORIZON, CONTROL_RATE_HZ
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_latency.json"
 
@@ -37,17 +38,27 @@ def build_euler_mlp(path: Path, obs_dim: int, hidden: int, steps: int = 10, embe
 
     def dense(name: str, n_in: int, n_out: int) -> list[onnx.TensorProto]:
         w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
-        return [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(np.zeros(n_out, np.float32),
-                                                                                 f"{name}_b")]
+        return [
+            numpy_helper.from_array(w, f"{name}_w"),
+            numpy_helper.from_array(np.zeros(n_out, np.float32), f"{name}_b"),
+        ]
 
-    inits = [*dense("emb", obs_dim, embed), *dense("l1", embed + flat + 1, hidden), *dense("l2", hidden, hidden),
-             *dense("l3", hidden, flat)]
-    inits += [numpy_helper.from_array(np.array([1, flat], np.int64), "flat_shape"),
-              numpy_helper.from_array(np.array([1, CHUNK_HORIZON, ACTION_DIM], np.int64), "chunk_shape"),
-              numpy_helper.from_array(np.array(1.0 / steps, np.float32), "dt")]
-    nodes = [helper.make_node("Reshape", ["noise", "flat_shape"], ["x0"]),
-             helper.make_node("Gemm", ["obs", "emb_w", "emb_b"], ["e0"]),
-             helper.make_node("Relu", ["e0"], ["e"])]
+    inits = [
+        *dense("emb", obs_dim, embed),
+        *dense("l1", embed + flat + 1, hidden),
+        *dense("l2", hidden, hidden),
+        *dense("l3", hidden, flat),
+    ]
+    inits += [
+        numpy_helper.from_array(np.array([1, flat], np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array([1, CHUNK_HORIZON, ACTION_DIM], np.int64), "chunk_shape"),
+        numpy_helper.from_array(np.array(1.0 / steps, np.float32), "dt"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["noise", "flat_shape"], ["x0"]),
+        helper.make_node("Gemm", ["obs", "emb_w", "emb_b"], ["e0"]),
+        helper.make_node("Relu", ["e0"], ["e"]),
+    ]
     for k in range(steps):
         inits.append(numpy_helper.from_array(np.full((1, 1), k / steps, np.float32), f"t{k}"))
         nodes += [
@@ -62,9 +73,12 @@ def build_euler_mlp(path: Path, obs_dim: int, hidden: int, steps: int = 10, embe
         ]
     nodes.append(helper.make_node("Reshape", [f"x{steps}", "chunk_shape"], ["actions"]))
     graph = helper.make_graph(
-        nodes, "euler_mlp_policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, obs_dim]),
-         helper.make_tensor_value_info("noise", TensorProto.FLOAT, [1, CHUNK_HORIZON, ACTION_DIM])],
+        nodes,
+        "euler_mlp_policy",
+        [
+            helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, obs_dim]),
+            helper.make_tensor_value_info("noise", TensorProto.FLOAT, [1, CHUNK_HORIZON, ACTION_DIM]),
+        ],
         [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, CHUNK_HORIZON, ACTION_DIM])],
         initializer=inits,
     )
@@ -94,8 +108,13 @@ def measure(model: Path, obs_dim: int, threads: int, iters: int, warmup: int) ->
         backend.infer({"obs": obs}, noise)
         times.append(time.perf_counter() - t0)
     ms = np.asarray(times) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3), "iterations": iters}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "max_ms": round(float(ms.max()), 3),
+        "iterations": iters,
+    }
 
 
 def main() -> None:
@@ -118,13 +137,24 @@ def main() -> None:
     report = {
         "backend": "onnxruntime-cpu",
         "what": "OnnxRuntimeBackend.infer: one (30, 16) chunk, normalisation and checks included, batch 1",
-        "model": {"kind": "random-weight Euler MLP sampler", "obs_dim": args.obs_dim, "hidden": args.hidden,
-                  "euler_steps": args.steps, "parameters": params},
+        "model": {
+            "kind": "random-weight Euler MLP sampler",
+            "obs_dim": args.obs_dim,
+            "hidden": args.hidden,
+            "euler_steps": args.steps,
+            "parameters": params,
+        },
         "by_intra_op_threads": results,
-        "control_period_ms": round(1000 / 30, 2),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "onnxruntime": ort.__version__, "load_average_1m": round(os.getloadavg()[0], 2),
-                    "note": "shared CPU: other jobs may run concurrently; p99 is sensitive to that"},
+        "control_period_ms": round(1000 / CONTROL_RATE_HZ, 2),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "note": "shared CPU: other jobs may run concurrently; p99 is sensitive to that",
+        },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

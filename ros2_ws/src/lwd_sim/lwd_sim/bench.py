@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,17 +69,25 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     n = 300 if a.quick else 1500
     result = {
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "mujoco": mujoco.__version__,
-                 "mujoco_gl": os.environ.get("MUJOCO_GL"), "cpu_count": os.cpu_count(), "processes": 1},
+        "host": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "mujoco": mujoco.__version__,
+            "mujoco_gl": os.environ.get("MUJOCO_GL"),
+            "cpu_count": os.cpu_count(),
+            "processes": 1,
+        },
         "state_only": [bench_state_steps(t, n) for t in IMPLEMENTED_TASKS],
         "render": [bench_render(s, 30 if a.quick else 150) for s in (128, 224)],
     }
     with tempfile.TemporaryDirectory() as tmp:
         stats = generate(GenConfig(out=Path(tmp), episodes_per_task=2 if a.quick else 6, seed=0))
         result["generation_state_only"] = stats.as_dict()
-        stats = generate(GenConfig(out=Path(tmp) / "img", episodes_per_task=1, tasks=("restocking",), images=True,
-                                   seed=0))
+        stats = generate(
+            GenConfig(out=Path(tmp) / "img", episodes_per_task=1, tasks=("restocking",), images=True, seed=0)
+        )
         result["generation_with_images_128"] = stats.as_dict()
+    result["command"] = " ".join(["python -m lwd_sim.bench", *(argv if argv is not None else sys.argv[1:])])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -35,10 +35,9 @@ class CameraRig:
         self._camera_ids = {name: self._camera_id(model, name) for name in CAMERA_NAMES}
 
     def _camera_id(self, model, name: str) -> int:
-        mj_name = {"head": "head", "left_wrist": "left_wrist", "right_wrist": "right_wrist"}[name]
-        cid = self._mujoco.mj_name2id(model, self._mujoco.mjtObj.mjOBJ_CAMERA, mj_name)
+        cid = self._mujoco.mj_name2id(model, self._mujoco.mjtObj.mjOBJ_CAMERA, name)  # MJCF cameras use protocol names
         if cid < 0:
-            raise KeyError(f"camera {mj_name!r} missing from the model")
+            raise KeyError(f"camera {name!r} missing from the model")
         return cid
 
     def render(self, data) -> dict[str, np.ndarray]:

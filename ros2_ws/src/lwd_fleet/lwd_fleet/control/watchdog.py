@@ -17,9 +17,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lwd_protocol.names import RosTopics
 from lwd_protocol.robot_spec import CAMERA_NAMES
 
-JOINT_STATES = "joint_states"
+JOINT_STATES = RosTopics.JOINT_STATES  # source key of the joint-state stream
 
 
 def _default_max_age() -> dict[str, float]:

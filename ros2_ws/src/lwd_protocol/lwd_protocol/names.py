@@ -25,7 +25,8 @@ class RosTopics:
     ESTOP = "estop"  # std_msgs/Bool, latched e-stop input
     JOY = "joy"  # sensor_msgs/Joy
     EPISODE_EVENT = "episode/event"  # lwd_msgs/EpisodeEvent
-    POLICY_STATUS = "policy/status"  # lwd_msgs/PolicyStatus
+    POLICY_STATUS = "policy/status"  # lwd_msgs/PolicyStatus, policy sync -> all (download/validate state, pending)
+    ACTIVE_POLICY = "controller/active_policy"  # lwd_msgs/PolicyStatus, controller -> policy sync (what it runs)
     SIM_STATE = "sim/state"  # lwd_msgs/SimState (sim only)
     RESET_EPISODE = "episode/reset"  # lwd_msgs/srv/ResetEpisode (service)
 

@@ -23,6 +23,13 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_driver = lwd_fleet.drivers.sim_driver:main",
+            "controller = lwd_fleet.nodes.controller_node:main",
+            "teleop = lwd_fleet.nodes.teleop_node:main",
+            "cameras = lwd_fleet.nodes.camera_node:main",
+            "recorder = lwd_fleet.nodes.recorder_node:main",
+            "uplink = lwd_fleet.nodes.uplink_node:main",
+            "policy_sync = lwd_fleet.nodes.policy_sync_node:main",
+            "lwd-robot = lwd_fleet.bringup:main",
         ],
     },
 )

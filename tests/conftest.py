@@ -49,14 +49,11 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoB
 
 @pytest.fixture(scope="session")
 def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET
-
     identities = [
-        S3Identity.generate("admin", ("Admin", "Read", "List", "Write", "Tagging")),
-        *(
-            S3Identity.generate(rid, (f"Write:{EPISODES_BUCKET}", f"Read:{POLICIES_BUCKET}", f"List:{POLICIES_BUCKET}"))
-            for rid in ROBOT_IDS
-        ),
+        S3Identity.admin(),
+        S3Identity.coordinator(),
+        S3Identity.learner(),
+        *(S3Identity.robot(rid) for rid in ROBOT_IDS),
     ]
     store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"), identities).start()
     try:

@@ -36,7 +36,6 @@ from lwd_protocol.episode import (
 )
 from lwd_protocol.episode_io import EpisodeWriter
 from lwd_protocol.robot_spec import ACTION_DIM, CONTROL_RATE_HZ
-from lwd_protocol.store import EPISODES_BUCKET, POLICIES_BUCKET
 from lwd_protocol.tasks import TASK_NAMES
 from lwd_protocol.transport import MqttEndpoint, S3Endpoint
 
@@ -124,8 +123,7 @@ def run(cfg: DemoConfig) -> dict:
     )
     store = SeaweedS3(
         workdir / "seaweedfs",
-        [S3Identity.generate("coordinator", ("Admin", "Read", "List", "Write"))]
-        + [S3Identity.generate(r, (f"Write:{EPISODES_BUCKET}", f"Read:{POLICIES_BUCKET}")) for r in robot_ids],
+        [S3Identity.admin(), S3Identity.coordinator()] + [S3Identity.robot(r) for r in robot_ids],
     )
     print(f"[demo] workdir {workdir}")
     t_start = time.monotonic()

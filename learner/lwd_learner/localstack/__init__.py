@@ -9,13 +9,17 @@ from lwd_learner.localstack.mosquitto import MosquittoBroker, MqttIdentity
 from lwd_learner.localstack.process import ManagedProcess, free_tcp_port
 from lwd_learner.localstack.ros_env import ros_isolated_env
 from lwd_learner.localstack.seaweed import S3Identity, SeaweedS3
+from lwd_learner.localstack.testca import CertPair, ServerTls, TestCA
 
 __all__ = [
+    "CertPair",
     "ManagedProcess",
     "MosquittoBroker",
     "MqttIdentity",
     "S3Identity",
     "SeaweedS3",
+    "ServerTls",
+    "TestCA",
     "free_tcp_port",
     "ros_isolated_env",
 ]

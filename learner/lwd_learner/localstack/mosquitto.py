@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lwd_learner.localstack.process import ManagedProcess, free_tcp_port, wait_for_tcp
+from lwd_learner.localstack.testca import ServerTls
 from lwd_protocol.names import MqttTopics
+from lwd_protocol.transport import MqttEndpoint, TlsSettings
 
 ROLES = ("robot", "coordinator", "learner", "admin", "monitor")
 
@@ -67,7 +69,12 @@ class MosquittoBroker:
     """Start/stop one broker; `identity(name)` gives the credentials of a configured user."""
 
     def __init__(
-        self, workdir: Path, identities: list[MqttIdentity], port: int | None = None, binary: str = "mosquitto"
+        self,
+        workdir: Path,
+        identities: list[MqttIdentity],
+        port: int | None = None,
+        binary: str = "mosquitto",
+        tls: ServerTls | None = None,
     ):
         self.workdir = Path(workdir)
         self.identities = {i.username: i for i in identities}
@@ -78,10 +85,29 @@ class MosquittoBroker:
             raise FileNotFoundError(
                 "mosquitto not found: install it with `apt-get install mosquitto` (make setup does)"
             )
+        self.tls = tls
         self.process: ManagedProcess | None = None
 
     def identity(self, username: str) -> MqttIdentity:
         return self.identities[username]
+
+    def endpoint(self, username: str, **kwargs) -> MqttEndpoint:
+        """Connection settings for user `username`, with this broker's CA when TLS is on."""
+        ident = self.identities[username]
+        tls = TlsSettings(ca_file=self.tls.ca_file) if self.tls else None
+        return MqttEndpoint(self.host, self.port, ident.username, ident.password, tls=tls, **kwargs)
+
+    def _listener_lines(self) -> list[str]:
+        lines = [f"listener {self.port} {self.host}"]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+                "tls_version tlsv1.2",
+                f"require_certificate {'true' if self.tls.require_client_cert else 'false'}",
+            ]
+        return lines
 
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +126,7 @@ class MosquittoBroker:
         conf.write_text(
             "\n".join(
                 [
-                    f"listener {self.port} {self.host}",
+                    *self._listener_lines(),
                     "allow_anonymous false",
                     f"password_file {passwd}",
                     f"acl_file {acl}",

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lwd_learner.localstack.process import ManagedProcess, free_tcp_port, wait_for_tcp
-from lwd_protocol.store import BUCKETS
+from lwd_learner.localstack.testca import ServerTls
+from lwd_protocol.store import BUCKETS, EPISODES_BUCKET, OFFLINE_BUCKET, POLICIES_BUCKET, robot_episode_prefix
+from lwd_protocol.transport import S3Endpoint, TlsSettings, make_s3_client
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,39 @@ class S3Identity:
     @classmethod
     def generate(cls, name: str, actions: tuple[str, ...] = ("Read", "List", "Write")) -> S3Identity:
         return cls(name, "AK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30), tuple(actions))
+
+    # --- least-privilege roles (SeaweedFS grants: "Action", "Action:bucket", "Action:bucket/prefix*") ---
+    @classmethod
+    def robot(cls, robot_id: str) -> S3Identity:
+        """Writes only its own episode prefix; reads published policies; reads no episode at all."""
+        own = f"{EPISODES_BUCKET}/{robot_episode_prefix(robot_id)}*"
+        return cls.generate(robot_id, (f"Write:{own}", f"Read:{POLICIES_BUCKET}", f"List:{POLICIES_BUCKET}"))
+
+    @classmethod
+    def coordinator(cls, name: str = "coordinator") -> S3Identity:
+        """Reads (verifies) episodes and the offline buffer; writes nothing."""
+        return cls.generate(name, (f"Read:{EPISODES_BUCKET}", f"List:{EPISODES_BUCKET}", f"Read:{OFFLINE_BUCKET}"))
+
+    @classmethod
+    def learner(cls, name: str = "learner") -> S3Identity:
+        """Reads every episode and the offline buffer; publishes policies."""
+        return cls.generate(
+            name,
+            (
+                f"Read:{EPISODES_BUCKET}",
+                f"List:{EPISODES_BUCKET}",
+                f"Read:{OFFLINE_BUCKET}",
+                f"List:{OFFLINE_BUCKET}",
+                f"Write:{OFFLINE_BUCKET}",
+                f"Read:{POLICIES_BUCKET}",
+                f"List:{POLICIES_BUCKET}",
+                f"Write:{POLICIES_BUCKET}",
+            ),
+        )
+
+    @classmethod
+    def admin(cls, name: str = "admin") -> S3Identity:
+        return cls.generate(name, ("Admin", "Read", "List", "Write", "Tagging"))
 
 
 @dataclass
@@ -65,6 +100,7 @@ class SeaweedS3:
         ports: SeaweedPorts | None = None,
         memory_limit: str = "512MiB",
         create_buckets: tuple[str, ...] = BUCKETS,
+        tls: ServerTls | None = None,
     ):
         if not identities:
             raise ValueError("SeaweedS3 needs at least one identity (anonymous access is never enabled)")
@@ -76,24 +112,28 @@ class SeaweedS3:
         self.create_buckets = create_buckets
         # A fixed region spares clients the GetBucketLocation call that write-only robots may not make.
         self.region = "us-east-1"
+        self.tls = tls
         self.process: ManagedProcess | None = None
 
     @property
     def endpoint(self) -> str:
-        """host:port as the minio SDK wants it (plain HTTP on loopback)."""
+        """host:port as the minio SDK wants it (HTTPS when started with `tls`, else plain HTTP)."""
         return f"{self.host}:{self.ports.s3}"
+
+    def s3_endpoint(self, name: str) -> S3Endpoint:
+        """Connection settings for identity `name`, with this server's CA when TLS is on."""
+        ident = self.identities[name]
+        tls = TlsSettings(ca_file=self.tls.ca_file) if self.tls else None
+        return S3Endpoint(
+            self.endpoint, ident.access_key, ident.secret_key, self.region, secure=self.tls is not None, tls=tls
+        )
 
     def identity(self, name: str) -> S3Identity:
         return self.identities[name]
 
     def client(self, name: str):
         """A minio.Minio client authenticated as identity `name`."""
-        from minio import Minio
-
-        ident = self.identities[name]
-        return Minio(
-            self.endpoint, access_key=ident.access_key, secret_key=ident.secret_key, secure=False, region=self.region
-        )
+        return make_s3_client(self.s3_endpoint(name))
 
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +179,16 @@ class SeaweedS3:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            *self._tls_args(),
         ]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        args = [f"-s3.cert.file={self.tls.cert_file}", f"-s3.key.file={self.tls.key_file}"]
+        if self.tls.require_client_cert:
+            args += [f"-s3.cacert.file={self.tls.ca_file}", "-s3.tlsVerifyClientCert"]
+        return args
 
     def start(self, timeout_s: float = 30.0) -> SeaweedS3:
         config = self._write_config()

@@ -14,33 +14,30 @@ pytest.importorskip("lwd_sim")
 pytestmark = pytest.mark.ros
 
 
+def _start_driver(ros_env, *params: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "lwd_fleet.drivers.sim_driver", "--ros-args"]
+    for param in params:
+        argv += ["-p", param]
+    env = dict(ros_env, MUJOCO_GL=ros_env.get("MUJOCO_GL", "egl"))
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def sim_driver(ros_env):
-    argv = [
-        sys.executable,
-        "-m",
-        "lwd_fleet.drivers.sim_driver",
-        "--ros-args",
-        "-p",
-        "task:=restocking",
-        "-p",
-        "seed:=3",
-        "-p",
-        "image_size:=64",
-        "-p",
-        "realtime_factor:=2.0",
-    ]
-    env = dict(ros_env, MUJOCO_GL=ros_env.get("MUJOCO_GL", "egl"))
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_driver(ros_env, "task:=restocking", "seed:=3", "image_size:=64", "realtime_factor:=2.0")
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _spin_until(node, predicate, timeout_s: float, proc=None) -> bool:
@@ -122,3 +119,50 @@ def test_driver_topics_service_and_command_following(sim_driver):
     finally:
         node.destroy_node()
         rclpy.shutdown()
+
+
+def test_virtual_teleoperator_takes_over_a_stalled_robot_and_rotates_tasks(ros_env):
+    """Nobody commands the arm, so the robot stalls: the scripted expert takes the stick on
+    teleop/joint_target (full joint targets inside the limits), and empty-task resets rotate."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+
+    from lwd_msgs.srv import ResetEpisode
+    from lwd_protocol.names import RosTopics
+    from lwd_protocol.robot_spec import JOINT_NAMES
+
+    proc = _start_driver(
+        ros_env,
+        "task:=restocking",
+        "render_cameras:=false",
+        "realtime_factor:=3.0",
+        "virtual_teleop:=true",
+        "takeover_stall_s:=0.5",
+        "task_rotation:=gongfu_tea,misplaced_correction",
+    )
+    rclpy.init()
+    node = rclpy.create_node("virtual_teleop_probe")
+    try:
+        targets: list[JointState] = []
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(JointState, RosTopics.TELEOP_JOINT_TARGET, targets.append, reliable)
+        assert _spin_until(node, lambda: len(targets) >= 5, 60, proc), "no takeover on a stalled robot"
+        msg = targets[-1]
+        assert list(msg.name) == list(JOINT_NAMES) and len(msg.position) == len(JOINT_NAMES)
+        assert np.all(np.isfinite(msg.position))
+
+        client = node.create_client(ResetEpisode, RosTopics.RESET_EPISODE)
+        assert client.wait_for_service(timeout_sec=20)
+        tasks = []
+        for _ in range(3):
+            future = client.call_async(ResetEpisode.Request(task="", seed=-1))
+            assert _spin_until(node, future.done, 60, proc)
+            tasks.append(future.result().task)
+        assert tasks == ["gongfu_tea", "misplaced_correction", "gongfu_tea"]
+        # the reset hands the stick back (an empty message) before the next stall
+        assert _spin_until(node, lambda: any(len(m.name) == 0 for m in targets), 10, proc)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        _stop(proc)

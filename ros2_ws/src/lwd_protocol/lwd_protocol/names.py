@@ -24,6 +24,9 @@ class RosTopics:
     CONTROL_MODE = "controller/mode"  # lwd_msgs/ControlMode
     ESTOP = "estop"  # std_msgs/Bool, latched e-stop input
     JOY = "joy"  # sensor_msgs/Joy
+    # sensor_msgs/JointState, teleop (joystick mapping or the sim's virtual teleoperator) -> controller:
+    # name = driven joints, position = absolute targets (or velocity = rad/s deltas); empty = release.
+    TELEOP_JOINT_TARGET = "teleop/joint_target"
     EPISODE_EVENT = "episode/event"  # lwd_msgs/EpisodeEvent
     POLICY_STATUS = "policy/status"  # lwd_msgs/PolicyStatus, policy sync -> all (download/validate state, pending)
     ACTIVE_POLICY = "controller/active_policy"  # lwd_msgs/PolicyStatus, controller -> policy sync (what it runs)

@@ -39,7 +39,7 @@ stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 hash_of() { for f in "$@"; do [ -f "$f" ] && cat "$f"; done | sha256sum | cut -c1-32; }
 
 # 3. Pinned Python dependencies --------------------------------------------------------------
-REQS=(requirements/robot.txt requirements/ros-build.txt requirements/learner.txt requirements/dev.txt)
+REQS=(requirements/robot.txt requirements/ros-build.txt requirements/learner.txt requirements/export.txt requirements/dev.txt)
 h=$(hash_of constraints.txt "${REQS[@]}")
 if ! stamp_ok deps "$h"; then
   log "installing Python dependencies (pinned by constraints.txt)"

@@ -92,8 +92,7 @@ def test_spread_boundary_is_inclusive_despite_float_rounding() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(CAMS), st.integers(0, 200)), min_size=1, max_size=30),
-       st.integers(0, 30))
+@given(st.lists(st.tuples(st.sampled_from(CAMS), st.integers(0, 200)), min_size=1, max_size=30), st.integers(0, 30))
 def test_choice_is_optimal_among_buffered_frames(events: list[tuple[str, int]], spread_ms: int) -> None:
     cfg = SyncConfig(max_spread_s=spread_ms / 1000, max_age_s=10.0, buffer_len=4)
     sync = CameraSynchronizer(cfg)
@@ -103,7 +102,8 @@ def test_choice_is_optimal_among_buffered_frames(events: list[tuple[str, int]], 
         buffers[cam] = sorted(set(buffers[cam]) | {ms / 1000})[-4:]
     res = sync.latest(0.2)
     feasible = [
-        combo for combo in itertools.product(*(buffers[c] for c in CAMS))
+        combo
+        for combo in itertools.product(*(buffers[c] for c in CAMS))
         if combo and max(combo) - min(combo) <= cfg.max_spread_s + 1e-12
     ]
     if not feasible:

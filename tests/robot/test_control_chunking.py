@@ -178,8 +178,9 @@ def test_random_latencies_invariants(latencies: list[int], lead: int, blend: int
     chunk values and the start pose (blending never overshoots), and hold happens exactly when the
     status says there is no plan for this tick."""
     start_pose = np.zeros(A)
-    ex = ChunkExecutor(ExecutorConfig(request_lead_ticks=lead, blend_steps=blend, takeover_blend_steps=blend),
-                       start_pose=start_pose)
+    ex = ChunkExecutor(
+        ExecutorConfig(request_lead_ticks=lead, blend_steps=blend, takeover_blend_steps=blend), start_pose=start_pose
+    )
     inflight: list[tuple[int, int]] = []  # (arrival tick, conditioned tick)
     seen = [0.0]
     served = 0

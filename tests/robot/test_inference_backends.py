@@ -1,7 +1,9 @@
-"""OnnxRuntimeBackend vs numpy on a tiny ONNX graph; manifest checks; backend selection; TensorRT skip."""
+"""Backends on real ONNX graphs built with the onnx helper API: ONNX Runtime vs closed-form / numpy results,
+manifest normalisation, graph-vs-manifest checks, reference-I/O validation, engine selection, TensorRT skip."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,148 +13,169 @@ from lwd_fleet.inference import (
     BackendUnavailableError,
     Environment,
     InferenceError,
+    ModelMismatchError,
     OnnxRuntimeBackend,
-    SpecError,
+    PolicyArtifact,
+    PolicyObservation,
+    ReferenceMismatchError,
     TensorRTBackend,
     engine_cache_key,
     load_backend,
+    open_artifact,
     probe_environment,
     select_backend,
 )
+from lwd_protocol.manifest import ObservationSpec, PolicyManifest, file_entry
+from lwd_protocol.policy_io import PolicyInputError
+from lwd_protocol.store import MANIFEST_NAME, MODEL_NAME, REFERENCE_IO_NAME
 
-onnx = pytest.importorskip("onnx", reason="the `onnx` package builds the test models")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+pytest.importorskip("onnx", reason="the `onnx` package builds the test models")
+from lwd_fleet.inference.synthetic import drift_policy, target_policy
 
-H, A, D = 30, 16, 8
+H, A = 30, 16
 RNG = np.random.default_rng(7)
-W = (RNG.standard_normal((D, H * A)) * 0.5).astype(np.float32)
-MEAN = RNG.standard_normal(D)
-STD = np.abs(RNG.standard_normal(D)) + 0.5
+DELTA = np.linspace(-0.01, 0.02, A)
+STATE_MEAN, STATE_STD = RNG.standard_normal(A), np.abs(RNG.standard_normal(A)) + 0.5
+ACT_MEAN, ACT_STD = RNG.standard_normal(A) * 0.1, np.abs(RNG.standard_normal(A)) * 0.3 + 0.05
 
 
-def build_model(path: Path, batch: int | str = 1) -> Path:
-    """actions = reshape(tanh(obs @ W), (B, H, A)) + noise."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["obs", "W"], ["z"]),
-            helper.make_node("Tanh", ["z"], ["t"]),
-            helper.make_node("Reshape", ["t", "shape"], ["r"]),
-            helper.make_node("Add", ["r", "noise"], ["actions"]),
-        ],
-        "tiny_policy",
-        [
-            helper.make_tensor_value_info("obs", TensorProto.FLOAT, [batch, D]),
-            helper.make_tensor_value_info("noise", TensorProto.FLOAT, [batch, H, A]),
-        ],
-        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [batch, H, A])],
-        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.array([-1, H, A], np.int64), "shape")],
+@pytest.fixture(scope="module")
+def drift_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    policy = drift_policy(
+        3, DELTA, state_mean=STATE_MEAN, state_std=STATE_STD, action_mean=ACT_MEAN, action_std=ACT_STD
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10  # onnx 1.23 writes IR v14, which onnxruntime 1.31 rejects
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def manifest(**extra: object) -> dict:
-    m = {
-        "inputs": {"obs": {"shape": [1, D]}, "noise": {"shape": [1, H, A]}},
-        "noise_input": "noise",
-        "output": "actions",
-        "normalization": {"obs": {"mean": MEAN.tolist(), "std": STD.tolist()}},
-    }
-    m.update(extra)
-    return m
-
-
-def reference(obs: np.ndarray, noise: np.ndarray, mean: np.ndarray = MEAN, std: np.ndarray = STD) -> np.ndarray:
-    x = ((obs - mean) / std).astype(np.float32)
-    return np.tanh(x @ W).reshape(H, A) + noise
+    return policy.write(tmp_path_factory.mktemp("policies") / "v000003")
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("onnx") / "policy.onnx")
-
-
-@pytest.fixture(scope="module")
-def cpu_backend(model_path: Path) -> OnnxRuntimeBackend:
+def cpu_backend(drift_dir: Path) -> OnnxRuntimeBackend:
     backend = OnnxRuntimeBackend("cpu", intra_op_threads=1)
-    backend.load(model_path, manifest())
+    backend.load(open_artifact(drift_dir))
     return backend
 
 
-def test_ort_cpu_matches_numpy_with_normalisation(cpu_backend: OnnxRuntimeBackend) -> None:
-    assert cpu_backend.name == "onnxruntime-cpu"
+def rehash(folder: Path) -> None:
+    """Re-record sha256/size of every file (simulates a consistently built but wrong artifact)."""
+    manifest = PolicyManifest.from_json((folder / MANIFEST_NAME).read_text())
+    manifest.files = {name: file_entry(folder / name) for name in manifest.files}
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+
+
+def test_ort_cpu_applies_the_manifest_normalisation_exactly(cpu_backend: OnnxRuntimeBackend) -> None:
+    """drift policy: de-normalised row h == state + (h+1) * delta for ANY statistics, so the result
+    is only right if the backend normalises the state and de-normalises the actions as the manifest says."""
+    assert cpu_backend.name == "onnxruntime-cpu" and cpu_backend.manifest.version == 3
     for _ in range(3):
-        obs = RNG.standard_normal(D) * 3 + 1
+        state = RNG.standard_normal(A)
         noise = RNG.standard_normal((H, A)).astype(np.float32)
-        chunk = cpu_backend.infer({"obs": obs}, noise)
+        chunk = cpu_backend.infer(PolicyObservation(state), noise)
         assert chunk.shape == (H, A) and chunk.dtype == np.float32
-        np.testing.assert_allclose(chunk, reference(obs, noise), atol=2e-5)
-        # the stats are really applied: unnormalised input gives a different answer
-        assert not np.allclose(chunk, np.tanh(obs.astype(np.float32) @ W).reshape(H, A) + noise, atol=1e-3)
+        np.testing.assert_allclose(chunk, state + np.arange(1, H + 1)[:, None] * DELTA, atol=2e-5)
 
 
-def test_stats_come_from_the_manifest_and_actions_are_denormalised(model_path: Path) -> None:
-    mean2, std2 = np.zeros(D), np.full(D, 2.0)
-    act_mean, act_std = np.linspace(-1, 1, A), np.full(A, 0.5)
+def test_flow_graph_with_images_and_task_matches_numpy(tmp_path: Path) -> None:
+    obs = ObservationSpec(
+        state_source="sim_state",
+        state_dim=24,
+        cameras=["head", "right_wrist"],
+        image_size=[8, 6],
+        tasks=["restocking", "gongfu_tea"],
+    )
+    w_task = RNG.standard_normal((2, H * A)).astype(np.float32)
+    policy = target_policy(
+        5,
+        0.3,
+        observation=obs,
+        action_mean=0.1,
+        action_std=0.2,
+        hidden=32,
+        noise_scale=0.5,
+        w_task=w_task,
+        w_image=np.full(H * A, 0.7),
+    )
+    folder = policy.write(tmp_path / "v000005")
     backend = OnnxRuntimeBackend()
-    backend.load(model_path, manifest(normalization={"obs": {"mean": mean2.tolist(), "std": std2.tolist()}},
-                                      action_normalization={"mean": act_mean.tolist(), "std": act_std.tolist()}))
-    obs, noise = RNG.standard_normal(D), np.zeros((H, A), np.float32)
-    expected = reference(obs, noise, mean2, std2) * act_std + act_mean
-    np.testing.assert_allclose(backend.infer({"obs": obs}, noise), expected, atol=2e-5)
+    backend.load(open_artifact(folder))
+    assert backend.validate_reference() <= 1e-4
+    state = RNG.standard_normal(24)
+    images = {
+        "head": RNG.integers(0, 256, (8, 6, 3), dtype=np.uint8),
+        "right_wrist": RNG.integers(0, 256, (8, 6, 3), dtype=np.uint8),
+    }
+    noise = RNG.standard_normal((H, A)).astype(np.float32)
+    got = backend.infer(PolicyObservation(state, "gongfu_tea", images), noise)
+    # independent numpy: normalise (stats 0/1 here), run the reference forward, de-normalise
+    inputs = {
+        "state": state[None].astype(np.float32),
+        "task": np.array([[0.0, 1.0]], np.float32),
+        "images": np.stack([images["head"], images["right_wrist"]])[None],
+        "noise": noise[None],
+    }
+    want = policy.forward(inputs)[0] * 0.2 + 0.1
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    image_term = np.mean(np.stack(list(images.values()))) / 255.0 * 0.7 * 0.2
+    assert abs(image_term) > 1e-3  # the images really change the result
 
 
-def test_dynamic_batch_model(tmp_path: Path) -> None:
-    path = build_model(tmp_path / "dyn.onnx", batch="batch")
+def test_graph_that_does_not_match_its_manifest_is_refused(tmp_path: Path) -> None:
+    folder = drift_policy(4, DELTA).write(tmp_path / "v000004")
+    other = target_policy(4, 0.0, observation=ObservationSpec(state_dim=8)).write(tmp_path / "other")
+    (folder / MODEL_NAME).write_bytes((other / MODEL_NAME).read_bytes())
+    rehash(folder)
+    with pytest.raises(ModelMismatchError, match="input 'state': manifest shape"):
+        OnnxRuntimeBackend().load(open_artifact(folder))
+
+
+def test_reference_io_mismatch_is_refused(tmp_path: Path) -> None:
+    folder = drift_policy(6, DELTA).write(tmp_path / "v000006")
+    with np.load(folder / REFERENCE_IO_NAME) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["out/actions"] = arrays["out/actions"] + 0.01
+    with open(folder / REFERENCE_IO_NAME, "wb") as fh:
+        np.savez(fh, **arrays)
+    rehash(folder)
     backend = OnnxRuntimeBackend()
-    backend.load(path, manifest(inputs={"obs": {"shape": [None, D]}, "noise": {"shape": ["batch", H, A]}}))
-    obs, noise = RNG.standard_normal(D), RNG.standard_normal((H, A)).astype(np.float32)
-    np.testing.assert_allclose(backend.infer({"obs": obs}, noise), reference(obs, noise), atol=2e-5)
-    assert len(backend.warmup(2)) == 2
-
-
-@pytest.mark.parametrize(
-    ("bad_manifest", "match"),
-    [
-        (manifest(normalization={}), "no normalisation stats"),
-        (manifest(inputs={"obs": {"shape": [1, D + 1]}, "noise": {"shape": [1, H, A]}}), "model shape"),
-        (manifest(inputs={"state": {"shape": [1, D]}, "noise": {"shape": [1, H, A]}},
-                  normalization={"state": {"mean": 0, "std": 1}}), "model inputs"),
-        (manifest(output="nope"), "no output"),
-        (manifest(normalization={"obs": {"mean": [0.0], "std": [-1.0]}}), "std >= 0"),
-        (manifest(noise_input="eps"), "noise input"),
-    ],
-)
-def test_manifest_mismatch_is_rejected(model_path: Path, bad_manifest: dict, match: str) -> None:
-    with pytest.raises(SpecError, match=match):
-        OnnxRuntimeBackend().load(model_path, bad_manifest)
+    backend.load(open_artifact(folder))
+    with pytest.raises(ReferenceMismatchError, match=r"differs by 0\.01"):
+        backend.validate_reference()
 
 
 def test_bad_requests_raise_clear_errors(cpu_backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
     noise = np.zeros((H, A), np.float32)
-    with pytest.raises(SpecError, match="observation keys"):
-        cpu_backend.infer({"state": np.zeros(D)}, noise)
-    with pytest.raises(SpecError, match="expected"):
-        cpu_backend.infer({"obs": np.zeros(D + 1)}, noise)
-    with pytest.raises(SpecError, match="noise"):
-        cpu_backend.infer({"obs": np.zeros(D)}, np.zeros((H, A - 1)))
+    with pytest.raises(PolicyInputError, match="state has 15 values"):
+        cpu_backend.infer(PolicyObservation(np.zeros(A - 1)), noise)
+    with pytest.raises(PolicyInputError, match="NaN"):
+        cpu_backend.infer(PolicyObservation(np.full(A, np.nan)), noise)
+    with pytest.raises(PolicyInputError, match="noise has"):
+        cpu_backend.infer(PolicyObservation(np.zeros(A)), np.zeros((H, A - 1)))
+    with pytest.raises(RuntimeError, match="no policy loaded"):
+        OnnxRuntimeBackend().infer(PolicyObservation(np.zeros(A)), noise)
+    with pytest.raises(TypeError, match="open_artifact"):
+        OnnxRuntimeBackend().load(tmp_path)  # a bare folder is never loaded
+    with pytest.raises(TypeError, match="only by open_artifact"):
+        PolicyArtifact(tmp_path, cpu_backend.manifest, object())
+
+
+def test_non_finite_policy_output_is_an_inference_error(tmp_path: Path) -> None:
+    folder = drift_policy(7, DELTA, noise_scale=1.0).write(tmp_path / "v000007")
+    backend = OnnxRuntimeBackend()
+    backend.load(open_artifact(folder))
     with pytest.raises(InferenceError, match="non-finite"):
-        cpu_backend.infer({"obs": np.zeros(D)}, np.full((H, A), np.inf, np.float32))
-    with pytest.raises(FileNotFoundError):
-        OnnxRuntimeBackend().load(tmp_path / "missing.onnx", manifest())
-    with pytest.raises(RuntimeError, match="no model loaded"):
-        OnnxRuntimeBackend().infer({"obs": np.zeros(D)}, noise)
+        backend.infer(PolicyObservation(np.zeros(A)), np.full((H, A), np.inf, np.float32))
 
 
 # ----------------------------------------------------------------------------- selection
-CPU_ONLY = Environment(None, "tensorrt not importable: ModuleNotFoundError", None, "no GPU found",
-                       ("CPUExecutionProvider",))
+CPU_ONLY = Environment(
+    None, "tensorrt not importable: ModuleNotFoundError", None, "no GPU found", ("CPUExecutionProvider",)
+)
 GPU_ALL = Environment("10.9.0", "", "NVIDIA H100", "", ("CUDAExecutionProvider", "CPUExecutionProvider"))
-GPU_ORT_ONLY = Environment(None, "tensorrt not importable: ModuleNotFoundError", "NVIDIA H100", "",
-                           ("CUDAExecutionProvider", "CPUExecutionProvider"))
+GPU_ORT_ONLY = Environment(
+    None,
+    "tensorrt not importable: ModuleNotFoundError",
+    "NVIDIA H100",
+    "",
+    ("CUDAExecutionProvider", "CPUExecutionProvider"),
+)
 
 
 def test_select_backend_on_this_machine() -> None:
@@ -174,8 +197,11 @@ def test_select_backend_on_this_machine() -> None:
         (GPU_ALL, "tensorrt", ["tensorrt 10.9.0", "NVIDIA H100", "GPU is present"]),
         (GPU_ORT_ONLY, "onnxruntime-cuda", ["onnxruntime-cuda on NVIDIA H100", "tensorrt not importable"]),
         (CPU_ONLY, "onnxruntime-cpu", ["tensorrt not importable", "CUDAExecutionProvider"]),
-        (Environment(None, "x", None, "no GPU found", ("CUDAExecutionProvider", "CPUExecutionProvider")),
-         "onnxruntime-cpu", ["no GPU found"]),
+        (
+            Environment(None, "x", None, "no GPU found", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+            "onnxruntime-cpu",
+            ["no GPU found"],
+        ),
     ],
 )
 def test_select_backend_auto_reasons(env: Environment, name: str, words: list[str]) -> None:
@@ -195,27 +221,36 @@ def test_explicit_preferences_never_fall_back_silently() -> None:
         select_backend("fastest")
 
 
-def test_load_backend_auto_falls_back_when_engine_cannot_load(model_path: Path, tmp_path: Path) -> None:
-    """An environment that claims TensorRT (but tensorrt isn't importable here) falls back to CPU."""
+def test_load_backend_auto_falls_back_when_an_engine_cannot_load(drift_dir: Path, tmp_path: Path) -> None:
+    """An environment that claims TensorRT + CUDA (neither usable here) ends on ORT-CPU and says why."""
     if probe_environment().tensorrt_ok:
         pytest.skip("tensorrt is importable here: the fallback path is not exercised")
-    claims_trt = Environment("10.9.0", "", "Fake GPU", "", ("CPUExecutionProvider",))
-    backend, reason = load_backend("auto", model_path, manifest(), env=claims_trt, trt_cache_dir=tmp_path)
+    claims_gpu = Environment("10.9.0", "", "Fake GPU", "", ("CPUExecutionProvider",))
+    backend, reason = load_backend("auto", open_artifact(drift_dir), env=claims_gpu, trt_cache_dir=tmp_path)
     assert backend.name == "onnxruntime-cpu" and backend.loaded
-    assert "tensorrt failed to load" in reason
+    assert "tensorrt failed to load" in reason and "tensorrt not importable" in reason
 
 
 def test_engine_cache_key_changes_with_every_component() -> None:
-    base = engine_cache_key(b"model", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16")
-    assert base.startswith(__import__("hashlib").sha256(b"model").hexdigest())
-    assert "/" not in base and " " not in base
+    digest = hashlib.sha256(b"model").hexdigest()
+    base = engine_cache_key(digest, "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16")
+    assert base.startswith(digest) and "/" not in base and " " not in base
     others = {
-        engine_cache_key(b"model2", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16"),
-        engine_cache_key(b"model", "NVIDIA H200", "10.9.0.34", "fp16"),
-        engine_cache_key(b"model", "NVIDIA H100 80GB HBM3", "10.10.0", "fp16"),
-        engine_cache_key(b"model", "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp32"),
+        engine_cache_key(hashlib.sha256(b"model2").hexdigest(), "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp16"),
+        engine_cache_key(digest, "NVIDIA H200", "10.9.0.34", "fp16"),
+        engine_cache_key(digest, "NVIDIA H100 80GB HBM3", "10.10.0", "fp16"),
+        engine_cache_key(digest, "NVIDIA H100 80GB HBM3", "10.9.0.34", "fp32"),
     }
     assert base not in others and len(others) == 4
+    with pytest.raises(ValueError, match="hex content hash"):
+        engine_cache_key("not-a-hash", "gpu", "10", "fp32")
+
+
+def test_tensorrt_backend_without_tensorrt_says_why(drift_dir: Path, tmp_path: Path) -> None:
+    if probe_environment().tensorrt_ok:
+        pytest.skip("tensorrt is importable here")
+    with pytest.raises(BackendUnavailableError, match="tensorrt not importable"):
+        TensorRTBackend(tmp_path).load(open_artifact(drift_dir))
 
 
 # ----------------------------------------------------------------------------- GPU-only
@@ -231,32 +266,31 @@ def _gpu_env_or_skip(need_trt: bool) -> Environment:
 
 
 @pytest.mark.gpu
-def test_tensorrt_backend_matches_numpy_and_caches_engine(model_path: Path, tmp_path: Path) -> None:
+def test_tensorrt_backend_matches_and_caches_engine(drift_dir: Path, tmp_path: Path) -> None:
     _gpu_env_or_skip(need_trt=True)
+    artifact = open_artifact(drift_dir)
     first = TensorRTBackend(tmp_path / "engines")
-    first.load(model_path, manifest())
+    first.load(artifact)
     assert first.built_engine and first.engine_path is not None and first.engine_path.is_file()
-    obs, noise = RNG.standard_normal(D), RNG.standard_normal((H, A)).astype(np.float32)
-    np.testing.assert_allclose(first.infer({"obs": obs}, noise), reference(obs, noise), atol=1e-3)
+    assert first.engine_path.name.startswith(artifact.content_hash)
+    state, noise = RNG.standard_normal(A), RNG.standard_normal((H, A)).astype(np.float32)
+    want = state + np.arange(1, H + 1)[:, None] * DELTA
+    np.testing.assert_allclose(first.infer(PolicyObservation(state), noise), want, atol=1e-3)
+    assert first.validate_reference() <= artifact.manifest.reference_atol
     second = TensorRTBackend(tmp_path / "engines")
-    second.load(model_path, manifest())
+    second.load(artifact)
     assert not second.built_engine and second.engine_path == first.engine_path
-    np.testing.assert_allclose(second.infer({"obs": obs}, noise), reference(obs, noise), atol=1e-3)
+    np.testing.assert_allclose(second.infer(PolicyObservation(state), noise), want, atol=1e-3)
     first.close()
     second.close()
 
 
 @pytest.mark.gpu
-def test_ort_cuda_backend_matches_numpy(model_path: Path) -> None:
+def test_ort_cuda_backend_matches(drift_dir: Path) -> None:
     _gpu_env_or_skip(need_trt=False)
     backend = OnnxRuntimeBackend("cuda")
-    backend.load(model_path, manifest())
-    obs, noise = RNG.standard_normal(D), RNG.standard_normal((H, A)).astype(np.float32)
-    np.testing.assert_allclose(backend.infer({"obs": obs}, noise), reference(obs, noise), atol=1e-4)
-
-
-def test_tensorrt_backend_without_tensorrt_says_why(model_path: Path, tmp_path: Path) -> None:
-    if probe_environment().tensorrt_ok:
-        pytest.skip("tensorrt is importable here")
-    with pytest.raises(BackendUnavailableError, match="tensorrt not importable"):
-        TensorRTBackend(tmp_path).load(model_path, manifest())
+    backend.load(open_artifact(drift_dir))
+    state, noise = RNG.standard_normal(A), RNG.standard_normal((H, A)).astype(np.float32)
+    np.testing.assert_allclose(
+        backend.infer(PolicyObservation(state), noise), state + np.arange(1, H + 1)[:, None] * DELTA, atol=1e-4
+    )

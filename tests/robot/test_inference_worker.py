@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lwd_fleet.control.chunking import ChunkExecutor, ExecutorConfig
-from lwd_fleet.inference import InferenceRequest, InferenceWorker, ModelSpec, PolicyBackend
+from lwd_fleet.inference import (
+    InferenceRequest,
+    InferenceWorker,
+    PolicyArtifact,
+    PolicyBackend,
+    PolicyObservation,
+    open_artifact,
+)
 
-H, A, D = 30, 16, 4
+pytest.importorskip("onnx", reason="the `onnx` package builds the test artifact")
+from lwd_fleet.inference.synthetic import drift_policy
+
+H, A = 30, 16
 WAIT = 10.0  # generous upper bound for thread hand-offs; no test asserts a duration
 
-MANIFEST = {
-    "inputs": {"obs": {"shape": [1, D]}, "noise": {"shape": [1, H, A]}},
-    "noise_input": "noise",
-    "normalization": {"obs": {"mean": 0.0, "std": 1.0}},
-}
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> PolicyArtifact:
+    """A real verified artifact (normalisation 0/1), so feeds carry the raw step value."""
+    return open_artifact(drift_policy(4, 0.0).write(tmp_path_factory.mktemp("policy") / "v000004"))
 
 
 class GatedBackend(PolicyBackend):
-    """Chunk filled with obs[0] (= the request's step); each run waits until the test opens the gate."""
+    """Chunk filled with state[0] (= the request's step); each run waits until the test opens the gate."""
 
     def __init__(self, fail_on: int | None = None) -> None:
         super().__init__()
@@ -35,11 +44,11 @@ class GatedBackend(PolicyBackend):
     def name(self) -> str:
         return "gated-fake"
 
-    def _load_model(self, path: Path, spec: ModelSpec) -> None:
+    def _load_model(self, artifact: PolicyArtifact) -> None:
         pass
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        step = int(feeds["obs"][0, 0])
+        step = int(feeds["state"][0, 0])
         self.seen.append(step)
         self.started.release()
         assert self.gate.acquire(timeout=WAIT), "test never opened the gate"
@@ -49,15 +58,14 @@ class GatedBackend(PolicyBackend):
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> GatedBackend:
-    (tmp_path / "m.onnx").write_bytes(b"not used by the fake")
+def backend(artifact: PolicyArtifact) -> GatedBackend:
     b = GatedBackend()
-    b.load(tmp_path / "m.onnx", MANIFEST)
+    b.load(artifact)
     return b
 
 
 def req(step: int) -> InferenceRequest:
-    return InferenceRequest(step, {"obs": np.full(D, float(step))})
+    return InferenceRequest(step, PolicyObservation(np.full(A, float(step))))
 
 
 def test_latest_request_wins_and_submit_never_blocks(backend: GatedBackend) -> None:
@@ -84,10 +92,9 @@ def test_latest_request_wins_and_submit_never_blocks(backend: GatedBackend) -> N
     assert chunk.start_step == 3 and np.all(chunk.actions == 3.0)
 
 
-def test_engine_errors_are_reported_and_the_thread_survives(tmp_path: Path) -> None:
-    (tmp_path / "m.onnx").write_bytes(b"x")
+def test_engine_errors_are_reported_and_the_thread_survives(artifact: PolicyArtifact) -> None:
     backend = GatedBackend(fail_on=5)
-    backend.load(tmp_path / "m.onnx", MANIFEST)
+    backend.load(artifact)
     with InferenceWorker(backend) as worker:
         for step in (5, 6):
             worker.submit(req(step))
@@ -123,3 +130,16 @@ def test_worker_feeds_the_chunk_executor_end_to_end(backend: GatedBackend) -> No
     assert actions[0] is None  # nothing until the first chunk arrives
     assert all(a is not None for a in actions[1:])  # then never starved
     assert actions[1] == 0.0 and actions[-1] > 0.0  # later chunks came from later observations
+
+
+def test_stop_drops_the_queue_and_running_reports_the_request_in_flight(backend: GatedBackend) -> None:
+    """The controller closes a swapped-out engine only once its worker thread has really ended."""
+    worker = InferenceWorker(backend).start()
+    worker.submit(req(1))
+    assert backend.started.acquire(timeout=WAIT)  # step 1 is inside the engine
+    worker.submit(req(2))  # queued behind it
+    worker.stop(timeout=0.0)  # returns at once
+    assert worker.running  # still finishing step 1: the engine must stay open
+    backend.gate.release()
+    worker.stop(timeout=WAIT)
+    assert not worker.running and backend.seen == [1]  # the queued request was dropped, not run

@@ -55,8 +55,7 @@ def commands(n: int) -> st.SearchStrategy[object]:
         st.integers(),
         st.just(np.full(n, 1e300, dtype=np.longdouble) ** 2),
     )
-    return st.one_of(right, near, right.map(np.asarray), right.map(_float32),
-                     wrong_len, junk)
+    return st.one_of(right, near, right.map(np.asarray), right.map(_float32), wrong_len, junk)
 
 
 def tolerance(*values: np.ndarray) -> np.ndarray:

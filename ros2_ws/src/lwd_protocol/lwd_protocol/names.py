@@ -27,6 +27,7 @@ class RosTopics:
     # sensor_msgs/JointState, teleop (joystick mapping or the sim's virtual teleoperator) -> controller:
     # name = driven joints, position = absolute targets (or velocity = rad/s deltas); empty = release.
     TELEOP_JOINT_TARGET = "teleop/joint_target"
+    RELEASE_ESTOP = "controller/release_estop"  # std_srvs/srv/Trigger service: the explicit e-stop release
     EPISODE_EVENT = "episode/event"  # lwd_msgs/EpisodeEvent
     POLICY_STATUS = "policy/status"  # lwd_msgs/PolicyStatus, policy sync -> all (download/validate state, pending)
     ACTIVE_POLICY = "controller/active_policy"  # lwd_msgs/PolicyStatus, controller -> policy sync (what it runs)

@@ -92,15 +92,30 @@ class CameraSynchronizer:
         if best is None:
             newest = {c: self._stamps[c][-1] for c in cams}
             spread = max(newest.values()) - min(newest.values())
-            return SyncResult(None, None, None, False, (), (), f"cameras: no frame set within "
-                              f"{self.cfg.max_spread_s * 1e3:.0f} ms (newest frames span {spread * 1e3:.0f} ms)")
+            return SyncResult(
+                None,
+                None,
+                None,
+                False,
+                (),
+                (),
+                f"cameras: no frame set within "
+                f"{self.cfg.max_spread_s * 1e3:.0f} ms (newest frames span {spread * 1e3:.0f} ms)",
+            )
         idx = best
         stamps = {c: self._stamps[c][idx[c]] for c in cams}
         oldest = min(stamps.values())
         if now_s - oldest > self.cfg.max_age_s:
             old = tuple(c for c in cams if now_s - stamps[c] > self.cfg.max_age_s)
-            return SyncResult(None, None, None, False, (), old,
-                              f"cameras: newest consistent set is {now_s - oldest:.3f} s old ({', '.join(old)})")
+            return SyncResult(
+                None,
+                None,
+                None,
+                False,
+                (),
+                old,
+                f"cameras: newest consistent set is {now_s - oldest:.3f} s old ({', '.join(old)})",
+            )
         key = tuple(stamps[c] for c in cams)
         is_new = key != self._last_handed
         self._last_handed = key

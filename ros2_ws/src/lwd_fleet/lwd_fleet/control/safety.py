@@ -42,9 +42,7 @@ class SafetyFlag(enum.IntFlag):
     HOLD = 64  # hold mode on (watchdog, no policy, explicit) -> held
 
 
-HELD_FLAGS = (
-    SafetyFlag.NON_FINITE | SafetyFlag.WRONG_LENGTH | SafetyFlag.MALFORMED | SafetyFlag.ESTOP | SafetyFlag.HOLD
-)
+HELD_FLAGS = SafetyFlag.NON_FINITE | SafetyFlag.WRONG_LENGTH | SafetyFlag.MALFORMED | SafetyFlag.ESTOP | SafetyFlag.HOLD
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,13 @@ class SafetyConfig:
         object.__setattr__(self, "_max_step", tuple(steps))
 
     @classmethod
-    def from_named_limits(cls, limits: Mapping[str, tuple[float, float]], max_step_arm: float,
-                          max_step_gripper: float, joint_names: Sequence[str] = JOINT_NAMES) -> SafetyConfig:
+    def from_named_limits(
+        cls,
+        limits: Mapping[str, tuple[float, float]],
+        max_step_arm: float,
+        max_step_gripper: float,
+        joint_names: Sequence[str] = JOINT_NAMES,
+    ) -> SafetyConfig:
         """Build from a {joint_name: (lower, upper)} map (robot description / params YAML).
 
         Ordered by ``joint_names`` (the protocol's action order); joints named ``*gripper`` get the

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lwd_fleet.inference.artifact import PolicyArtifact
 from lwd_fleet.inference.backend import BackendUnavailableError, PolicyBackend
 from lwd_fleet.inference.ort_backend import CUDA, OnnxRuntimeBackend, available_providers
 from lwd_fleet.inference.trt_backend import TensorRTBackend, gpu_name_from_cudart, import_cudart, import_tensorrt
@@ -63,8 +64,17 @@ def _detect_gpu() -> tuple[str | None, str]:
     if smi is None:
         return None, f"no GPU found ({first_error}; no nvidia-smi)"
     try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                [smi, "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"no GPU found (nvidia-smi failed: {exc})"
     return (out[0].strip(), "") if out else (None, "no GPU found (nvidia-smi lists none)")
@@ -75,9 +85,14 @@ class BackendSelection(NamedTuple):
     reason: str
 
 
-def select_backend(preference: str = "auto", *, env: Environment | None = None,
-                   trt_cache_dir: str | Path = DEFAULT_ENGINE_CACHE, fp16: bool = False,
-                   ort_threads: int | None = None) -> BackendSelection:
+def select_backend(
+    preference: str = "auto",
+    *,
+    env: Environment | None = None,
+    trt_cache_dir: str | Path = DEFAULT_ENGINE_CACHE,
+    fp16: bool = False,
+    ort_threads: int | None = None,
+) -> BackendSelection:
     """Return an *unloaded* backend and why it was picked. ``env`` defaults to probing this machine."""
     if preference not in PREFERENCES:
         raise ValueError(f"unknown backend preference {preference!r}; choose from {PREFERENCES}")
@@ -85,8 +100,9 @@ def select_backend(preference: str = "auto", *, env: Environment | None = None,
     no_gpu = env.gpu_error or "no GPU present"
 
     def trt() -> BackendSelection:
-        return BackendSelection(TensorRTBackend(trt_cache_dir, fp16=fp16),
-                                f"tensorrt {env.tensorrt_version} on {env.gpu_name}")
+        return BackendSelection(
+            TensorRTBackend(trt_cache_dir, fp16=fp16), f"tensorrt {env.tensorrt_version} on {env.gpu_name}"
+        )
 
     def ort_cuda() -> BackendSelection:
         return BackendSelection(OnnxRuntimeBackend("cuda", ort_threads), f"onnxruntime-cuda on {env.gpu_name}")
@@ -118,22 +134,32 @@ def select_backend(preference: str = "auto", *, env: Environment | None = None,
     return ort_cpu(f"auto: TensorRT skipped ({trt_why}); CUDA provider skipped ({cuda_why})")
 
 
-def load_backend(preference: str, onnx_path: str | Path, manifest: Any, *, env: Environment | None = None,
-                 **kwargs: Any) -> BackendSelection:
-    """select_backend + load; with 'auto', a backend that fails to load falls back to the next one."""
+def load_backend(
+    preference: str, artifact: PolicyArtifact, *, env: Environment | None = None, **kwargs: Any
+) -> BackendSelection:
+    """select_backend + load a verified artifact.
+
+    With 'auto', an engine that fails to load (TensorRT cannot parse or build the graph, CUDA
+    provider inactive) falls back to the next one, TensorRT -> ORT-CUDA -> ORT-CPU, and the reason
+    names every failure. An explicit preference never falls back. Errors of the artifact itself
+    (a ManifestError from the last engine tried) propagate unchanged.
+    """
     env = env or probe_environment()
     first = select_backend(preference, env=env, **kwargs)
     attempts = [first]
-    if preference == "auto" and first.backend.name == "tensorrt" and env.ort_cuda_ok:
+    if preference == "auto" and first.backend.name == "tensorrt" and env.ort_cuda_ok and env.gpu_name:
         attempts.append(select_backend("onnxruntime-cuda", env=env, **kwargs))
     if preference == "auto" and first.backend.name != "onnxruntime-cpu":
         attempts.append(select_backend("onnxruntime-cpu", env=env, **kwargs))
     failures: list[str] = []
-    for sel in attempts:
+    for i, sel in enumerate(attempts):
         try:
-            sel.backend.load(onnx_path, manifest)
-        except BackendUnavailableError as exc:
-            failures.append(f"{sel.backend.name} failed to load: {exc}")
+            sel.backend.load(artifact)
+        except Exception as exc:
+            if i == len(attempts) - 1:
+                raise
+            failures.append(f"{sel.backend.name} failed to load: {type(exc).__name__}: {exc}")
+            sel.backend.close()
             continue
         return sel._replace(reason=f"{sel.reason}; after {'; '.join(failures)}") if failures else sel
-    raise BackendUnavailableError("; ".join(failures))
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,10 +1,10 @@
 """TensorRTBackend: builds (once) and runs a TensorRT engine from the policy's ONNX.
 
 Engines are specific to the GPU model and the TensorRT version, and building one takes from
-seconds to minutes, so built engines are cached on disk under a key of
-sha256(ONNX bytes) + GPU name + TensorRT version + precision: a new policy version, a different
-GPU or a TensorRT upgrade each get a fresh build, and a restart of the same setup loads the
-cached engine. Writes are atomic (temp file + rename) so a crash mid-write never leaves a
+seconds to minutes, so built engines are cached on disk under a key of the artifact's content
+hash (sha256 over its verified file digests) + GPU name + TensorRT version + precision: a new
+policy version, a different GPU or a TensorRT upgrade each get a fresh build, and a restart of
+the same setup loads the cached engine. Writes are atomic (temp file + rename) so a crash mid-write never leaves a
 truncated engine that would be loaded later; an engine that fails to deserialise is rebuilt.
 
 ``tensorrt`` and the CUDA runtime bindings (``cuda-python``: ``cuda.bindings.runtime`` or the
@@ -16,19 +16,20 @@ the optimisation profile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from lwd_fleet.inference.backend import BackendUnavailableError, PolicyBackend
-from lwd_fleet.inference.spec import ModelSpec, SpecError
+from lwd_fleet.inference.artifact import PolicyArtifact
+from lwd_fleet.inference.backend import BackendUnavailableError, ModelMismatchError, PolicyBackend
+from lwd_protocol.policy_io import ACTIONS_OUTPUT
 
 
 def import_tensorrt() -> ModuleType:
@@ -50,9 +51,11 @@ def import_cudart() -> ModuleType:
     return cudart
 
 
-def engine_cache_key(onnx_bytes: bytes, gpu_name: str, trt_version: str, precision: str) -> str:
-    """File-name-safe key: ONNX content hash + GPU model + TensorRT version + precision."""
-    digest = hashlib.sha256(onnx_bytes).hexdigest()
+def engine_cache_key(model_digest: str, gpu_name: str, trt_version: str, precision: str) -> str:
+    """File-name-safe key: model content digest (hex) + GPU model + TensorRT version + precision."""
+    digest = re.sub(r"[^0-9a-f]", "", model_digest.lower())
+    if len(digest) < 16:
+        raise ValueError(f"model digest {model_digest!r} is not a hex content hash")
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "unknown-gpu"
     ver = re.sub(r"[^A-Za-z0-9.]+", "-", trt_version)
     return f"{digest}_{gpu}_trt{ver}_{precision}"
@@ -79,8 +82,9 @@ def gpu_name_from_cudart(cudart: ModuleType, device: int = 0) -> str:
 
 
 class TensorRTBackend(PolicyBackend):
-    def __init__(self, cache_dir: str | Path, fp16: bool = False, workspace_bytes: int = 1 << 30,
-                 device: int = 0) -> None:
+    def __init__(
+        self, cache_dir: str | Path, fp16: bool = False, workspace_bytes: int = 1 << 30, device: int = 0
+    ) -> None:
         super().__init__()
         self.cache_dir = Path(cache_dir)
         self.fp16 = fp16
@@ -97,23 +101,25 @@ class TensorRTBackend(PolicyBackend):
         self._host: dict[str, np.ndarray] = {}
         self._inputs: list[str] = []
         self._output: str | None = None
+        self._device_thread: int | None = None  # thread that last made self.device current
 
     @property
     def name(self) -> str:
         return "tensorrt"
 
     # ----------------------------------------------------------------- load
-    def _load_model(self, path: Path, spec: ModelSpec) -> None:
+    def _load_model(self, artifact: PolicyArtifact) -> None:
         trt = import_tensorrt()
         cudart = import_cudart()
         _cuda_check(cudart.cudaSetDevice(self.device))
+        self._device_thread = threading.get_ident()
         gpu = gpu_name_from_cudart(cudart, self.device)
         self.close()
         self._trt, self._cudart = trt, cudart
         logger = trt.Logger(trt.Logger.WARNING)
-        onnx_bytes = path.read_bytes()
+        path = artifact.model_path
         precision = "fp16" if self.fp16 else "fp32"
-        key = engine_cache_key(onnx_bytes, gpu, trt.__version__, precision)
+        key = engine_cache_key(artifact.content_hash, gpu, trt.__version__, precision)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         engine_path = self.cache_dir / f"{key}.engine"
 
@@ -126,25 +132,36 @@ class TensorRTBackend(PolicyBackend):
                 engine = None
             self.built_engine = False
         if engine is None:  # not cached, or stale/corrupt: build
-            plan = self._build(trt, logger, onnx_bytes, spec)
+            plan = self._build(trt, logger, artifact)
             _atomic_write(engine_path, plan)
-            _atomic_write(engine_path.with_suffix(".json"), json.dumps({
-                "onnx": str(path), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "gpu": gpu,
-                "tensorrt": trt.__version__, "precision": precision}, indent=1).encode())
+            _atomic_write(
+                engine_path.with_suffix(".json"),
+                json.dumps(
+                    {
+                        "onnx": str(path),
+                        "policy_version": artifact.version,
+                        "content_hash": artifact.content_hash,
+                        "gpu": gpu,
+                        "tensorrt": trt.__version__,
+                        "precision": precision,
+                    },
+                    indent=1,
+                ).encode(),
+            )
             engine = runtime.deserialize_cuda_engine(plan)
             self.built_engine = True
             if engine is None:
                 raise BackendUnavailableError("TensorRT could not deserialise the engine it just built")
         self._engine, self.engine_path = engine, engine_path
-        self._setup_io(trt, cudart, engine, spec)
+        self._setup_io(trt, cudart, engine, artifact)
 
-    def _build(self, trt: ModuleType, logger: Any, onnx_bytes: bytes, spec: ModelSpec) -> bytes:
+    def _build(self, trt: ModuleType, logger: Any, artifact: PolicyArtifact) -> bytes:
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse(onnx_bytes):
+        if not parser.parse_from_file(str(artifact.model_path)):  # from the file: external data resolves
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise SpecError(f"TensorRT could not parse the ONNX model: {errors}")
+            raise ModelMismatchError(f"TensorRT could not parse the ONNX model: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
         if self.fp16:
@@ -156,10 +173,9 @@ class TensorRTBackend(PolicyBackend):
             dims = tuple(tensor.shape)
             if any(d < 0 for d in dims):
                 needs_profile = True
-                declared = spec.input(tensor.name).shape
-                fixed = tuple(1 if d is None else d for d in declared)
-                if len(fixed) != len(dims) or any(d is None for d in fixed):
-                    raise SpecError(f"input {tensor.name!r}: cannot fix dynamic shape {dims} from {declared}")
+                fixed = _batch1_shape(artifact, tensor.name)
+                if len(fixed) != len(dims):
+                    raise ModelMismatchError(f"input {tensor.name!r}: model shape {dims}, manifest shape {fixed}")
                 profile.set_shape(tensor.name, fixed, fixed, fixed)
         if needs_profile:
             config.add_optimization_profile(profile)
@@ -168,19 +184,19 @@ class TensorRTBackend(PolicyBackend):
             raise BackendUnavailableError("TensorRT engine build failed (see TensorRT log)")
         return bytes(plan)
 
-    def _setup_io(self, trt: ModuleType, cudart: ModuleType, engine: Any, spec: ModelSpec) -> None:
+    def _setup_io(self, trt: ModuleType, cudart: ModuleType, engine: Any, artifact: PolicyArtifact) -> None:
         context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if set(inputs) != {i.name for i in spec.inputs}:
-            raise SpecError(f"engine inputs {sorted(inputs)} != manifest inputs {sorted(i.name for i in spec.inputs)}")
-        output = spec.output or outputs[0]
+        declared = sorted(t.name for t in artifact.manifest.inputs)
+        if sorted(inputs) != declared:
+            raise ModelMismatchError(f"engine inputs {sorted(inputs)} != manifest inputs {declared}")
+        output = ACTIONS_OUTPUT
         if output not in outputs:
-            raise SpecError(f"engine has no output {output!r}; outputs: {outputs}")
+            raise ModelMismatchError(f"engine has no output {output!r}; outputs: {outputs}")
         for name in inputs:
-            shape = tuple(1 if d is None else d for d in spec.input(name).shape)
-            context.set_input_shape(name, shape)
+            context.set_input_shape(name, _batch1_shape(artifact, name))
         self._stream = _cuda_check(cudart.cudaStreamCreate())
         for name in names:
             shape = tuple(context.get_tensor_shape(name))
@@ -196,18 +212,23 @@ class TensorRTBackend(PolicyBackend):
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         cudart = self._cudart
         assert cudart is not None and self._context is not None and self._output is not None
+        if threading.get_ident() != self._device_thread:  # the current device is per thread in CUDA
+            _cuda_check(cudart.cudaSetDevice(self.device))
+            self._device_thread = threading.get_ident()
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self._inputs:
             host = self._host[name]
             np.copyto(host, feeds[name].reshape(host.shape), casting="same_kind")
-            _cuda_check(cudart.cudaMemcpyAsync(self._device_ptrs[name], host.ctypes.data, host.nbytes, h2d,
-                                               self._stream))
+            _cuda_check(
+                cudart.cudaMemcpyAsync(self._device_ptrs[name], host.ctypes.data, host.nbytes, h2d, self._stream)
+            )
         if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         out = self._host[self._output]
-        _cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, self._device_ptrs[self._output], out.nbytes, d2h,
-                                           self._stream))
+        _cuda_check(
+            cudart.cudaMemcpyAsync(out.ctypes.data, self._device_ptrs[self._output], out.nbytes, d2h, self._stream)
+        )
         _cuda_check(cudart.cudaStreamSynchronize(self._stream))
         return out.copy()
 
@@ -220,6 +241,14 @@ class TensorRTBackend(PolicyBackend):
                 cudart.cudaStreamDestroy(self._stream)
         self._device_ptrs, self._host = {}, {}
         self._stream = self._context = self._engine = None
+
+
+def _batch1_shape(artifact: PolicyArtifact, name: str) -> tuple[int, ...]:
+    """The manifest's shape of input ``name`` with the dynamic batch (-1) fixed to 1."""
+    for spec in artifact.manifest.inputs:
+        if spec.name == name:
+            return tuple(1 if d < 0 else int(d) for d in spec.shape)
+    raise ModelMismatchError(f"engine input {name!r} is not declared in the manifest")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

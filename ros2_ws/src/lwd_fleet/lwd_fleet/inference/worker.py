@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from lwd_fleet.control.chunking import ActionChunk
+from lwd_fleet.inference.artifact import PolicyObservation
 from lwd_fleet.inference.backend import PolicyBackend
 
 
 @dataclass(frozen=True)
 class InferenceRequest:
     step: int  # control tick the observation was taken at
-    obs: Mapping[str, Any]
-    noise: np.ndarray | None = None  # None: the worker draws N(0, I)
+    observation: PolicyObservation
+    noise: np.ndarray | None = None  # None: the worker draws N(0, I) of the policy's (H, A)
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,15 @@ class InferenceResult:
 
 
 class InferenceWorker:
-    def __init__(self, backend: PolicyBackend, *, policy_version: int = 0, seed: int | None = None,
-                 on_result: Callable[[InferenceResult], None] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        backend: PolicyBackend,
+        *,
+        policy_version: int = 0,
+        seed: int | None = None,
+        on_result: Callable[[InferenceResult], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         """on_result is called on the worker thread (e.g. to trigger a ROS guard condition)."""
         self._backend = backend
         self._version = policy_version
@@ -73,12 +79,20 @@ class InferenceWorker:
         return self
 
     def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the thread to end after its current request (a queued one is dropped); wait ``timeout``."""
         with self._cond:
             self._stop = True
+            self._request = None
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            if not self._thread.is_alive():
+                self._thread = None
+
+    @property
+    def running(self) -> bool:
+        """The thread is still alive (e.g. finishing a request after stop()): its backend is in use."""
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> InferenceWorker:
         return self.start()
@@ -152,9 +166,9 @@ class InferenceWorker:
         try:
             noise = req.noise
             if noise is None:
-                spec = backend.spec
-                noise = self._rng.standard_normal((spec.horizon, spec.action_dim), dtype=np.float32)
-            chunk = backend.infer(req.obs, noise)
+                action = backend.manifest.action
+                noise = self._rng.standard_normal((action.horizon, action.dim), dtype=np.float32)
+            chunk = backend.infer(req.observation, noise)
         except Exception as exc:  # reported to the controller, which holds; the thread lives on
             error = f"{type(exc).__name__}: {exc}"
         t1 = self._clock()

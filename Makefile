@@ -31,6 +31,7 @@ test-fast: setup
 bench: setup
 	$(PY) ros2_ws/src/lwd_sim/bench/run_bench.py
 	$(PY) ros2_ws/src/lwd_fleet/bench/bench_inference.py --iters 500
+	$(PY) ros2_ws/src/lwd_fleet/bench/bench_recorder.py
 	$(PY) learner/bench/bench_update.py
 
 clean:

@@ -1,9 +1,20 @@
 """Bring up one LWD Fleet robot: `ros2 launch lwd_fleet robot.launch.py params_file:=robot.yaml`.
 
-All nodes read their parameters from ONE YAML file (see config/robot.yaml). Today this starts the
-robot driver (the MuJoCo sim driver when `driver:=sim`; a hardware driver is a separate package
-exposing the same topics). The controller, cameras, teleop, recorder, uplink and policy-sync
-nodes join this file as they land (robot-side issue).
+Starts the robot's nodes, every one reading its parameters from ONE YAML file (see
+config/robot.yaml; node sections are keyed `/**/<node>` so they also apply under a namespace):
+
+    sim_driver   MuJoCo sim driver (only with driver:=sim; a hardware driver is its own package
+                 publishing the same topics)
+    cameras      camera capture (V4L2) or, in sim, the compressed streams + status
+    controller   30 Hz chunked policy control with safety filter and watchdog
+    teleop       gamepad takeover, episode outcome buttons
+    recorder     one MCAP episode per episode into the spool
+    uplink       spool -> object store + MQTT announcement
+    policy_sync  policy download, verification and staging for hot swap
+
+Machines without `ros2 launch` (pip-only installs) run the same set with
+`lwd-robot --params robot.yaml [--namespace ns] [--driver sim|none]` (lwd_fleet.bringup); a test
+checks that both start the same executables, names and parameter file.
 """
 
 import os
@@ -21,6 +32,18 @@ def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory("lwd_fleet"), "config", "robot.yaml")
     params_file = LaunchConfiguration("params_file")
     namespace = LaunchConfiguration("namespace")
+
+    def robot_node(executable: str, **kwargs) -> Node:
+        return Node(
+            package="lwd_fleet",
+            executable=executable,
+            name=executable,
+            namespace=namespace,
+            parameters=[params_file],
+            output="screen",
+            **kwargs,
+        )
+
     return LaunchDescription(
         [
             DeclareLaunchArgument("params_file", default_value=default_params, description="robot parameter YAML"),
@@ -28,14 +51,12 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "driver", default_value="sim", description="'sim' or 'none' (a hardware driver runs separately)"
             ),
-            Node(
-                package="lwd_fleet",
-                executable="sim_driver",
-                name="sim_driver",
-                namespace=namespace,
-                parameters=[params_file],
-                output="screen",
-                condition=LaunchConfigurationEquals("driver", "sim"),
-            ),
+            robot_node("sim_driver", condition=LaunchConfigurationEquals("driver", "sim")),
+            robot_node("cameras"),
+            robot_node("controller"),
+            robot_node("teleop"),
+            robot_node("recorder"),
+            robot_node("uplink"),
+            robot_node("policy_sync"),
         ]
     )

@@ -95,3 +95,54 @@ def test_rclpy_sensor_msgs_image() -> None:
     msg = sensor_msgs.Image(**numpy_to_image_fields(img, "rgb8", step=100))
     assert isinstance(msg.data, array.array)  # rclpy stores uint8[] as array('B')
     np.testing.assert_array_equal(image_msg_to_numpy(msg), img)
+
+
+# ---------------------------------------------------------------------------- CompressedImage, downscale
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_image_fields_roundtrip(fmt: str) -> None:
+    from lwd_fleet.imaging import compressed_image_fields, compressed_msg_to_numpy
+
+    y, x = np.mgrid[0:40, 0:56]
+    img = np.stack([x * 4, y * 6, (x + y) * 2], -1).astype(np.uint8)  # smooth: JPEG's easy case
+    fields = compressed_image_fields(img, fmt, quality=95)
+    assert fields["format"] == f"rgb8; {fmt} compressed bgr8"  # image_transport's convention
+    out = compressed_msg_to_numpy(SimpleNamespace(**{**fields, "data": array.array("B", fields["data"])}))
+    if fmt == "png":
+        np.testing.assert_array_equal(out, img)
+    else:
+        assert out.shape == img.shape and np.abs(out.astype(int) - img).mean() < 2.0
+        assert out.reshape(-1, 3).mean(0) == pytest.approx(img.reshape(-1, 3).mean(0), abs=1.0)
+
+
+def test_compressed_errors_are_named() -> None:
+    from lwd_fleet.imaging import compressed_image_fields, compressed_msg_to_numpy
+
+    with pytest.raises(ImageConversionError, match="'bmp' not one of"):
+        compressed_image_fields(np.zeros((2, 2, 3), np.uint8), "bmp")
+    with pytest.raises(ImageConversionError, match="neither JPEG nor PNG"):
+        compressed_msg_to_numpy(SimpleNamespace(format="jpeg", data=b"nope"))
+    with pytest.raises(ImageConversionError, match="expected HxWx3 uint8"):
+        compressed_image_fields(np.zeros((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+def test_downscale_is_the_rounded_block_mean(factor: int) -> None:
+    from lwd_fleet.imaging import downscale
+
+    img = random_image(13, 17, 3)
+    out = downscale(img, factor)
+    h, w = 13 // factor, 17 // factor
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    for i in range(h):  # independent computation: one block at a time
+        for j in range(w):
+            block = img[i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].astype(np.float64)
+            np.testing.assert_array_equal(out[i, j], np.floor(block.mean(axis=(0, 1)) + 0.5).astype(np.uint8))
+
+
+def test_downscale_refuses_bad_factors() -> None:
+    from lwd_fleet.imaging import downscale
+
+    with pytest.raises(ImageConversionError, match="integer >= 1"):
+        downscale(random_image(4, 4, 3), 1.5)
+    with pytest.raises(ImageConversionError, match="smaller than the downscale factor 8"):
+        downscale(random_image(4, 4, 3), 8)

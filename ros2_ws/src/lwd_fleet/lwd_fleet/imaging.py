@@ -10,6 +10,11 @@ the real cv_bridge when importable and falls back to an exact numpy path otherwi
 Rows may be padded (``step > width * channels``); the padding is dropped. Colour images come
 back as (H, W, C) uint8, mono8 as (H, W), like cv_bridge. Set LWD_NO_CV_BRIDGE=1 to force the
 numpy path.
+
+sensor_msgs/CompressedImage uses the image_transport "compressed" convention for ``format``
+("rgb8; jpeg compressed bgr8"), so rqt and image_transport republishers decode our streams; the
+codec itself (OpenCV, else Pillow) is the one episode files use (lwd_protocol.episode_io), and
+decoding trusts the JPEG/PNG magic bytes rather than the format string.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import os
 from typing import Any
 
 import numpy as np
+
+from lwd_protocol.episode_io import IMAGE_FORMATS, decode_image, encode_image
 
 CHANNELS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 TARGETS = ("passthrough", "rgb8", "bgr8")
@@ -88,6 +95,51 @@ def numpy_to_image_fields(array: np.ndarray, encoding: str | None = None, step: 
     if step > row:
         rows = np.concatenate([rows, np.zeros((h, step - row), np.uint8)], axis=1)
     return {"height": h, "width": w, "encoding": encoding, "is_bigendian": 0, "step": step, "data": rows.tobytes()}
+
+
+def compressed_image_fields(rgb: np.ndarray, image_format: str = "jpeg", quality: int = 90) -> dict[str, Any]:
+    """(H, W, 3) uint8 RGB -> CompressedImage fields: ``CompressedImage(header=..., **fields)``."""
+    if image_format not in IMAGE_FORMATS:
+        raise ImageConversionError(f"compressed format {image_format!r} not one of {IMAGE_FORMATS}")
+    try:
+        data = encode_image(np.asarray(rgb), image_format, quality)
+    except ValueError as exc:
+        raise ImageConversionError(str(exc)) from exc
+    return {"format": f"rgb8; {image_format} compressed bgr8", "data": data}
+
+
+def compressed_msg_to_numpy(msg: Any) -> np.ndarray:
+    """CompressedImage (JPEG or PNG, any format string) -> (H, W, 3) uint8 RGB."""
+    try:
+        data = bytes(msg.data)
+    except AttributeError as exc:
+        raise ImageConversionError(f"not a CompressedImage (needs data): {exc}") from exc
+    try:
+        return decode_image(data)
+    except ValueError as exc:
+        raise ImageConversionError(f"CompressedImage format {getattr(msg, 'format', '?')!r}: {exc}") from exc
+
+
+def downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by an integer factor with a box filter (mean of each factor x factor block, rounded).
+
+    Exact and dependency-free; rows/columns that do not fill a whole block are cropped. Box
+    averaging is what INTER_AREA does for integer factors, so training frames stay comparable.
+    """
+    if int(factor) != factor or factor < 1:
+        raise ImageConversionError(f"downscale factor must be an integer >= 1, got {factor!r}")
+    factor = int(factor)
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim not in (2, 3):
+        raise ImageConversionError(f"downscale needs a uint8 (H, W[, C]) image, got {img.dtype} {img.shape}")
+    if factor == 1:
+        return img
+    h, w = img.shape[0] // factor, img.shape[1] // factor
+    if h == 0 or w == 0:
+        raise ImageConversionError(f"image {img.shape[:2]} is smaller than the downscale factor {factor}")
+    blocks = img[: h * factor, : w * factor].reshape(h, factor, w, factor, *img.shape[2:])
+    summed = blocks.sum(axis=(1, 3), dtype=np.uint32)
+    return ((summed + factor * factor // 2) // (factor * factor)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -5,17 +5,25 @@ reads one format whatever produced it. Files are written to `<name>.partial`, fs
 renamed on close: a reader never sees a half-written `.mcap`. The reader validates as it goes
 and raises EpisodeFormatError naming what is wrong, so the Coordinator can quarantine a bad
 file with that reason instead of crashing or dropping it.
+
+Camera topics hold either raw `sensor_msgs/Image` (rgb8) or `sensor_msgs/CompressedImage`
+(format "jpeg" or "png"; one kind per topic and file): raw camera images barely compress under
+zstd, so a robot that must keep its spool small records JPEG. The reader decodes both to
+(H, W, 3) uint8 RGB; the codec is OpenCV when installed, else Pillow (imported lazily, so
+readers of raw-only episodes need neither).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import zstandard
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.writer import CompressionType
@@ -37,6 +45,7 @@ from lwd_protocol.interfaces import full_definition
 
 MAX_EPISODE_STEPS = 30 * 60 * 30  # 30 min at 30 Hz: anything longer is malformed
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+IMAGE_FORMATS = ("jpeg", "png")  # CompressedImage.format values written into episodes
 
 
 class EpisodeFormatError(ValueError):
@@ -65,8 +74,14 @@ class EpisodeWriter:
         self._file: BinaryIO = open(self.partial_path, "wb")
         self._writer = Ros2Writer(self._file, chunk_size=chunk_bytes, compression=CompressionType.ZSTD)
         self._schemas: dict[str, Any] = {}
+        self._topic_types: dict[str, str] = {}  # one schema per topic: a channel cannot change type
         self._writer.add_metadata(START_RECORD, start.to_record())
         self._closed = False
+
+    def _check_topic_type(self, topic: str, type_name: str) -> None:
+        known = self._topic_types.setdefault(topic, type_name)
+        if known != type_name:
+            raise ValueError(f"{topic}: already written as {known}, cannot also write {type_name} in one episode")
 
     def _schema(self, type_name: str):
         schema = self._schemas.get(type_name)
@@ -79,10 +94,12 @@ class EpisodeWriter:
         self, topic: str, message: dict[str, Any], step: int, log_time_ns: int, type_name: str | None = None
     ) -> None:
         type_name = type_name or TOPIC_TYPES[topic]
+        self._check_topic_type(topic, type_name)
         self._writer.write_message(topic, self._schema(type_name), message, log_time=log_time_ns, sequence=step)
 
     def write_raw(self, topic: str, type_name: str, cdr: bytes, step: int, log_time_ns: int) -> None:
         """Append already-serialized CDR bytes (e.g. from rclpy with raw=True)."""
+        self._check_topic_type(topic, type_name)
         schema = self._schema(type_name)
         inner = self._writer._writer  # mcap.writer.Writer: register the channel once, then append bytes
         channels = self._writer._channel_ids
@@ -93,9 +110,22 @@ class EpisodeWriter:
         )
 
     # Convenience encoders for the per-tick topics -------------------------------------------
-    def write_image(self, camera: str, image: np.ndarray, step: int, stamp_ns: int) -> None:
+    def write_image(
+        self,
+        camera: str,
+        image: np.ndarray,
+        step: int,
+        stamp_ns: int,
+        compression: str | None = None,
+        quality: int = 90,
+    ) -> None:
+        """rgb8 frame -> Image, or CompressedImage when compression is "jpeg" (lossy) or "png" (lossless)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"camera {camera}: expected HxWx3 uint8 rgb8, got {image.dtype} {image.shape}")
+        if compression is not None:
+            data = encode_image(image, compression, quality)
+            self.write_compressed_image(camera, data, compression, step, stamp_ns)
+            return
         h, w, _ = image.shape
         msg = {
             "header": _header(stamp_ns, camera),
@@ -107,6 +137,13 @@ class EpisodeWriter:
             "data": np.ascontiguousarray(image).tobytes(),
         }
         self.write(EpisodeTopics.image(camera), msg, step, stamp_ns)
+
+    def write_compressed_image(self, camera: str, data: bytes, image_format: str, step: int, stamp_ns: int) -> None:
+        """Already-encoded JPEG/PNG bytes (e.g. from a camera's compressed stream) as a CompressedImage."""
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(f"camera {camera}: image format {image_format!r} not one of {IMAGE_FORMATS}")
+        msg = {"header": _header(stamp_ns, camera), "format": image_format, "data": bytes(data)}
+        self.write(EpisodeTopics.image(camera), msg, step, stamp_ns, type_name=COMPRESSED_IMAGE_TYPE)
 
     def write_joint_state(
         self, position: np.ndarray, step: int, stamp_ns: int, velocity: np.ndarray | None = None
@@ -151,6 +188,11 @@ class EpisodeWriter:
             "failed": bool(failed),
         }
         self.write(EpisodeTopics.SIM_STATE, msg, step, stamp_ns)
+
+    def flush(self) -> None:
+        """Push buffered bytes to the OS so a process crash loses at most the chunk being built."""
+        if not self._closed:
+            self._file.flush()
 
     def close(self, end: EpisodeEnd) -> Path:
         """Write the end record, fsync, rename to the final name; return the final path."""
@@ -206,6 +248,25 @@ class Episode:
         return self.end is not None
 
 
+class ProtocolDecoderFactory(DecoderFactory):
+    """Decode only schemas whose text is exactly the protocol's definition of that type.
+
+    An episode file is untrusted input: its embedded schema text would otherwise be parsed and
+    code-generated on the fly, so a forged or corrupted schema is refused before it is parsed.
+    """
+
+    def decoder_for(self, message_encoding: str, schema: Any):
+        if schema is None:
+            raise EpisodeFormatError("message without a schema")
+        try:
+            expected = full_definition(schema.name).encode()
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            raise EpisodeFormatError(f"schema {schema.name!r} is not a protocol type") from exc
+        if bytes(schema.data) != expected:
+            raise EpisodeFormatError(f"schema {schema.name!r} differs from the protocol's definition")
+        return super().decoder_for(message_encoding, schema)
+
+
 def read_episode(source: str | os.PathLike | bytes, load_images: bool = True, allow_partial: bool = False) -> Episode:
     """Decode and validate an episode; raise EpisodeFormatError naming the first problem found."""
     stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")
@@ -222,6 +283,10 @@ def read_episode(source: str | os.PathLike | bytes, load_images: bool = True, al
         IndexError,
         AssertionError,
         UnicodeDecodeError,
+        struct.error,  # a record shorter than its header says (truncated or fuzzed file)
+        OverflowError,  # a corrupt length field
+        MemoryError,
+        zstandard.ZstdError,
     ) as exc:
         raise EpisodeFormatError(f"unreadable MCAP: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -229,7 +294,7 @@ def read_episode(source: str | os.PathLike | bytes, load_images: bool = True, al
 
 
 def _read(stream: BinaryIO, load_images: bool, allow_partial: bool) -> Episode:
-    reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+    reader = make_reader(stream, validate_crcs=True, decoder_factories=[ProtocolDecoderFactory()])
     records = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
     if START_RECORD not in records:
         raise EpisodeFormatError(f"missing metadata record {START_RECORD!r}")
@@ -306,6 +371,9 @@ def _read(stream: BinaryIO, load_images: bool, allow_partial: bool) -> Episode:
         if sorted(sim) != steps.tolist():
             raise EpisodeFormatError(f"steps of {EpisodeTopics.SIM_STATE} do not match the actions")
         episode.sim_state = np.stack([sim[s][0] for s in steps])
+        if not np.all(np.isfinite(episode.sim_state)):
+            bad = int(np.argwhere(~np.isfinite(episode.sim_state))[0][0])
+            raise EpisodeFormatError(f"non-finite sim state at step {bad}")
         episode.subtask_index = np.array([sim[s][1] for s in steps], np.int16)
     if load_images:
         for camera, table in images.items():
@@ -319,7 +387,10 @@ def _read(stream: BinaryIO, load_images: bool, allow_partial: bool) -> Episode:
 
 def _decode_image(decoded: Any, topic: str, step: int) -> np.ndarray:
     if hasattr(decoded, "format"):  # CompressedImage
-        raise EpisodeFormatError(f"{topic} step {step}: compressed images need an image codec (not supported yet)")
+        try:
+            return decode_image(bytes(decoded.data))
+        except ValueError as exc:
+            raise EpisodeFormatError(f"{topic} step {step}: {exc}") from exc
     if decoded.encoding != "rgb8":
         raise EpisodeFormatError(f"{topic} step {step}: encoding {decoded.encoding!r}, expected 'rgb8'")
     h, w, row = int(decoded.height), int(decoded.width), int(decoded.step)
@@ -327,3 +398,72 @@ def _decode_image(decoded: Any, topic: str, step: int) -> np.ndarray:
     if row < w * 3 or data.size != h * row:
         raise EpisodeFormatError(f"{topic} step {step}: {data.size} bytes for {h}x{w} rows of {row}")
     return data.reshape(h, row)[:, : w * 3].reshape(h, w, 3)
+
+
+# ---------------------------------------------------------------------------- image codec
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cv2() -> Any | None:
+    try:
+        import cv2
+
+        return cv2
+    except ImportError:
+        return None
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+
+        return Image
+    except ImportError as exc:
+        raise RuntimeError("compressed images need an image codec: install opencv-python-headless or pillow") from exc
+
+
+def encode_image(image: np.ndarray, image_format: str, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG (quality 1-100) or PNG bytes."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image format {image_format!r} not one of {IMAGE_FORMATS}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8 rgb8, got {image.dtype} {image.shape}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be 1-100, got {quality}")
+    cv2 = _cv2()
+    if cv2 is not None:
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if image_format == "jpeg" else []
+        ok, buf = cv2.imencode(".jpg" if image_format == "jpeg" else ".png", bgr, params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode a {image.shape} image as {image_format}")
+        return buf.tobytes()
+    out = io.BytesIO()
+    pil = _pil().fromarray(np.ascontiguousarray(image), "RGB")
+    if image_format == "jpeg":
+        pil.save(out, "JPEG", quality=int(quality))
+    else:
+        pil.save(out, "PNG")
+    return out.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """JPEG or PNG bytes -> (H, W, 3) uint8 RGB; ValueError naming the problem for anything else."""
+    if data.startswith(_JPEG_MAGIC):
+        kind = "jpeg"
+    elif data.startswith(_PNG_MAGIC):
+        kind = "png"
+    else:
+        raise ValueError(f"compressed image is neither JPEG nor PNG (starts with {data[:8]!r})")
+    cv2 = _cv2()
+    if cv2 is not None:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"corrupt {kind} image ({len(data)} bytes)")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        with _pil().open(io.BytesIO(data)) as pil:
+            return np.asarray(pil.convert("RGB"), np.uint8).copy()
+    except OSError as exc:
+        raise ValueError(f"corrupt {kind} image ({len(data)} bytes): {exc}") from exc

@@ -33,6 +33,9 @@ class RosTopics:
     ACTIVE_POLICY = "controller/active_policy"  # lwd_msgs/PolicyStatus, controller -> policy sync (what it runs)
     SIM_STATE = "sim/state"  # lwd_msgs/SimState (sim only)
     RESET_EPISODE = "episode/reset"  # lwd_msgs/srv/ResetEpisode (service)
+    CAMERA_STATUS = "cameras/status"  # std_msgs/String (JSON), camera node health
+    RECORDER_STATUS = "recorder/status"  # std_msgs/String (JSON), recorder state, spool, drops
+    UPLINK_STATUS = "uplink/status"  # std_msgs/String (JSON), pending uploads, broker connection
 
     @staticmethod
     def camera_image(camera: str) -> str:
@@ -40,6 +43,11 @@ class RosTopics:
         if camera not in CAMERA_NAMES:
             raise ValueError(f"unknown camera {camera!r}; expected one of {CAMERA_NAMES}")
         return f"cameras/{camera}/image_raw"
+
+    @staticmethod
+    def camera_compressed(camera: str) -> str:
+        """sensor_msgs/CompressedImage topic of one camera (image_transport naming)."""
+        return RosTopics.camera_image(camera) + "/compressed"
 
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -89,6 +89,12 @@ class EpisodeUplink:
         self._stop = threading.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the MQTT session to the broker is up (episodes still spool while it is not)."""
+        return bool(self._mqtt.is_connected())
+
     def _ensure_mqtt(self) -> None:
         if not self._mqtt_started:
             start_mqtt(self._mqtt, self.config.mqtt)  # background connect + auto-reconnect

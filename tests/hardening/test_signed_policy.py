@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dataplane.test_policy_helpers import (
+from helpers.policy_artifacts import (
     build_tiny_artifact,
     clear_policy_plane,
     make_publisher,

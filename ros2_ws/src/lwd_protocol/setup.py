@@ -12,7 +12,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
     ],
-    install_requires=["numpy", "mcap", "mcap-ros2-support", "zstandard"],
+    install_requires=["numpy", "mcap", "mcap-ros2-support", "zstandard", "cryptography"],
     zip_safe=False,
     description="LWD Fleet wire protocol shared by robots and the cloud learner",
     license="Apache-2.0",

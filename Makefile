@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .PHONY: setup demo test test-fast lint bench clean help
 
 help:
-	@echo "make demo       set up if needed, then run the flywheel slice on this machine (127.0.0.1 only)"
+	@echo "make demo       set up if needed, then run the whole flywheel on this machine (127.0.0.1 only; DEMO_ARGS=--quick for ~5 min)"
 	@echo "make test       set up if needed, then lint + the whole test suite (slow tests included)"
 	@echo "make test-fast  skip tests marked slow"
 	@echo "make bench      run the benchmarks and write results files"
@@ -17,7 +17,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m lwd_learner.demo $(DEMO_ARGS)
+	$(PY) -m lwd_learner.cli flywheel $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

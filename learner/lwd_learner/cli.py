@@ -12,6 +12,7 @@ import sys
 # subcommand -> (module with a main(argv) function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lwd_learner.demo", "run the LWD loop slice on this machine (127.0.0.1 only)"),
+    "flywheel": ("lwd_learner.flywheel.run", "the whole loop: services, ROS 2 sim fleet, learner (make demo)"),
     "admin": ("lwd_learner.admin", "push, roll back, list policies; show fleet status"),
 }
 

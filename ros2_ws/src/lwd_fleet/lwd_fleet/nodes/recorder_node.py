@@ -93,7 +93,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "stale_image_s": (_D.stale_image_s, "frames older than this at their step are counted in the end note"),
     "record_images": (True, "record the camera images"),
     "cameras": (list(CAMERA_NAMES), "cameras to record"),
-    "task": ("restocking", "task of the episodes (a start request or the reset service may override it)"),
+    "task": ("restocking", "task of the episodes; \"\" = the driver's choice via episode/reset (sim task rotation)"),
     "instruction": ("", "task instruction ('' = the task's title)"),
     "episode_source": ("online", "metadata source: online | demo | rollout | play"),
     "start_mode": ("auto", "auto: start after every commit | request: wait for STARTED with empty id"),
@@ -120,7 +120,10 @@ class RecorderNode(Node):
         p = self._declare()
         self.robot_id = validate_robot_id(p["robot_id"])
         self.task, self.instruction = p["task"], p["instruction"]
-        task_info(self.task)  # clear error for an unknown task at start-up
+        if self.task:
+            task_info(self.task)  # clear error for an unknown task at start-up
+        elif not p["reset_service"]:
+            raise ValueError("task may be empty (the driver's choice) only with reset_service: true")
         self.source = EpisodeSource(p["episode_source"])
         if p["start_mode"] not in START_MODES:
             raise ValueError(f"start_mode {p['start_mode']!r} not one of {START_MODES}")
@@ -338,7 +341,8 @@ class RecorderNode(Node):
             self._next_try = time.monotonic() + 2.0
             return
         task, instruction, seed = self._pending
-        self._pending = (response.task or task, instruction or response.instruction or task_info(task).title, seed)
+        task = response.task or task
+        self._pending = (task, instruction or response.instruction or task_info(task).title, seed)
         self.state, self.reason, self._armed_at = "armed", "", time.monotonic()
 
     def _try_begin(self) -> None:

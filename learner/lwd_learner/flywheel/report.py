@@ -1,0 +1,131 @@
+"""The flywheel's report directory: markdown + PNG plots + the raw numbers as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lwd_learner.flywheel.learner_loop import EpisodeLogRow, LearnerProgress
+from lwd_learner.flywheel.progress import percentile, scores_by_task_version
+from lwd_protocol.robot_spec import CONTROL_RATE_HZ
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_score_by_version(rows: list[EpisodeLogRow], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for task in sorted({r.task for r in rows}):
+        table = {v: s for (t, v), (_, _, s) in scores_by_task_version(rows).items() if t == task}
+        versions = sorted(table)
+        ax.plot(versions, [table[v] for v in versions], marker="o", label=task)
+    ax.set_xlabel("policy version that drove the episode (0 = no policy: operator only)")
+    ax.set_ylabel("mean step-wise score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_interventions(rows: list[EpisodeLogRow], path: Path) -> None:
+    plt = _plt()
+    rows = sorted(rows, key=lambda r: r.received_at)
+    hours = np.cumsum([r.steps for r in rows]) / CONTROL_RATE_HZ / 3600.0
+    rate = [r.intervention_steps / max(r.steps, 1) for r in rows]
+    window = max(1, len(rate) // 8)
+    smooth = np.convolve(rate, np.ones(window) / window, mode="same") if rate else []
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    ax.plot(hours, rate, ".", alpha=0.4, label="per episode")
+    ax.plot(hours, smooth, label=f"moving mean ({window})")
+    ax.set_xlabel("robot-hours of online data")
+    ax.set_ylabel("fraction of steps under human control")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(rows: list[EpisodeLogRow], published: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist([r.ingest_latency_s for r in rows], bins=20)
+    axes[0].set_xlabel("episode committed on robot -> in a snapshot [s]")
+    axes[1].hist([p["build_publish_s"] for p in published], bins=10)
+    axes[1].set_xlabel("export + sign + publish [s]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], value_traces: dict | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = progress.episodes
+    figures = {}
+    if rows:
+        plot_score_by_version(rows, out / "score_by_version.png")
+        plot_interventions(rows, out / "interventions.png")
+        plot_latency(rows, progress.published, out / "latency.png")
+        figures = {
+            "score per task vs policy version": "score_by_version.png",
+            "intervention rate over robot-hours": "interventions.png",
+            "latency histograms": "latency.png",
+        }
+    if value_traces:
+        from lwd_learner.bench_learning import _plot_values
+
+        _plot_values(value_traces, out / "value_over_time.png")
+        figures["value over time, a success and a failure (Fig. 6)"] = "value_over_time.png"
+    lat = [r.ingest_latency_s for r in rows]
+    robot_hours = sum(r.steps for r in rows) / CONTROL_RATE_HZ / 3600
+    lines = [
+        "# LWD flywheel run",
+        "",
+        f"- robots: {extra.get('robots')}, tasks: {', '.join(extra.get('tasks', []))}",
+        f"- wall time: {extra.get('seconds', 0):.0f} s; policies published: {len(progress.published)}; "
+        f"online episodes ingested: {len(rows)}; robot-hours: {robot_hours:.3f}",
+        f"- episode committed on a robot -> in a committed snapshot: p50 {percentile(lat, 50):.1f} s, "
+        f"p99 {percentile(lat, 99):.1f} s",
+        f"- episodes that failed to load (quarantined/corrupt/missing): {progress.quarantined_loads}",
+        "",
+        "## Score by task and policy version",
+        "",
+        "| task | version | episodes | success | step-wise score |",
+        "|---|---|---|---|---|",
+    ]
+    for (task, version), (n, success, score) in scores_by_task_version(rows).items():
+        lines.append(f"| {task} | v{version} | {n} | {success:.2f} | {score:.2f} |")
+    interv = [r.intervention_steps / max(r.steps, 1) for r in rows]
+    lines += [
+        "",
+        f"Mean intervention rate: {statistics.fmean(interv):.2f}" if interv else "No online episodes.",
+        "",
+        "Version 0 episodes ran before the first policy reached the robot: the virtual teleoperator",
+        "drove them. A small CPU run is a smoke test of the loop, not a learning result: see",
+        "learner/bench/results/learning/ for the benchmark tables.",
+        "",
+        "## Figures",
+        "",
+    ]
+    lines += [f"### {title}\n\n![{title}]({name})\n" for title, name in figures.items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    data = {
+        "episodes": [dataclasses.asdict(r) for r in rows],
+        "published": progress.published,
+        "stage_logs": progress.stage_logs,
+        **extra,
+    }
+    (out / "report.json").write_text(json.dumps(data, indent=2, default=str))
+    return out / "report.md"

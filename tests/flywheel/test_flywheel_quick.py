@@ -1,0 +1,46 @@
+"""End to end: `lwd flywheel --quick` closes the loop once on real services and a ROS 2 sim fleet.
+
+Deploy (v1 from the offline stage) -> robots run it and upload -> the learner trains on mixed
+replay -> v2 is published and hot-swapped at an episode boundary. Checks the report's numbers,
+not timings, and that nothing it started is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("lwd_sim")
+pytest.importorskip("jax2onnx")
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
+    workdir = tmp_path / "flywheel"
+    env = dict(ros_env, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    argv = [sys.executable, "-m", "lwd_learner.cli", "flywheel", "--quick", "--no-live", "--workdir", str(workdir)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((workdir / "report" / "report.json").read_text())
+    versions = [p["version"] for p in report["published"]]
+    assert versions[:2] == [1, 2], versions  # offline policy, then at least one online update
+    episodes = report["episodes"]
+    assert episodes, "no online episode reached the learner"
+    driven = {e["policy_version"] for e in episodes}
+    assert 1 in driven, f"no episode was driven by the published policy: {driven}"
+    assert all(e["snapshot"] >= 1 for e in episodes)
+    assert {e["robot"] for e in episodes} == {"robot_01", "robot_02"}
+    assert (workdir / "report" / "report.md").is_file()
+    # every robot process tree is gone
+    leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"processes still running for {workdir}: {leftovers}"

@@ -10,7 +10,7 @@ STAMPS=$VENV/.lwd-stamps
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # 1. System packages -------------------------------------------------------------------------
-APT_PKGS=(mosquitto mosquitto-clients openssl cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+APT_PKGS=(mosquitto mosquitto-clients openssl chromium cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then

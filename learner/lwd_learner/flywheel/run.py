@@ -21,11 +21,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
+from lwd_learner.coordinator.snapshot_store import SqliteSnapshotReader
 from lwd_learner.flywheel.fleet import FleetConfig, RosFleet, robot_ids
 from lwd_learner.flywheel.learner_loop import FlywheelLearner, LearnerPlan
 from lwd_learner.flywheel.progress import render
 from lwd_learner.flywheel.report import write_report
 from lwd_learner.flywheel.stack import CloudStack
+from lwd_learner.status_page import StatusPage, fleet_status
 
 QUICK = (
     FleetConfig(robots=2, tasks=("restocking",), max_episode_steps=900, takeover_stall_s=4.0),
@@ -74,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     fleet = RosFleet(fleet_cfg, stack, workdir)
     learner = FlywheelLearner(plan, stack, workdir, say=lambda m: console.log(m))
     interrupted = False
+    page: StatusPage | None = None
     try:
         stack.start()
         console.log(f"cloud stack up: mqtt {stack.broker.port}, s3 {stack.store.endpoint}")
         fleet.start()
         console.log(f"fleet up: {', '.join(fleet.ids)} (logs under {workdir / 'robots'})")
+        snapshots = SqliteSnapshotReader(stack.coordinator_db)
+        page = StatusPage(lambda: fleet_status(snapshots)).start()
+        console.log(f"fleet status page: {page.url}")
         if args.no_live:
             learner.run()
         else:
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         learner.stop_event.set()
         console.log("interrupted: stopping the fleet and the services")
     finally:
+        if page is not None:
+            page.stop()
         fleet.stop()
         stack.stop()
     seconds = time.monotonic() - started

@@ -33,6 +33,7 @@ bench: setup
 	$(PY) ros2_ws/src/lwd_fleet/bench/bench_inference.py --iters 500
 	$(PY) ros2_ws/src/lwd_fleet/bench/bench_recorder.py
 	$(PY) learner/bench/bench_update.py
+	$(PY) learner/bench/bench_latency.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache .ruff_cache var

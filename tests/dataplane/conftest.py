@@ -87,7 +87,7 @@ def make_coordinator(broker, store, db: Path, client_id: str, **kw) -> Coordinat
         db_path=db,
         retry_initial_s=0.2,
         retry_max_s=1.0,
-        **{"batch_size": 100, "batch_interval_s": 0.3, **kw},
+        **{"batch_size": 100, "batch_interval_s": 0.3, "sweep_interval_s": None, **kw},
     )
     return Coordinator(cfg)
 

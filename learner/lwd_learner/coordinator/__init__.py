@@ -2,7 +2,12 @@
 
 from lwd_learner.coordinator.records import AddResult, EpisodeRecord, QuarantineRecord, RobotStats, SnapshotInfo
 from lwd_learner.coordinator.service import Coordinator, CoordinatorConfig, CoordinatorCounters
-from lwd_learner.coordinator.snapshot_store import SnapshotStore, SqliteSnapshotStore
+from lwd_learner.coordinator.snapshot_store import (
+    SnapshotReader,
+    SnapshotStore,
+    SqliteSnapshotReader,
+    SqliteSnapshotStore,
+)
 from lwd_learner.coordinator.verifier import EpisodeVerifier, Quarantine, TransientError, VerifierConfig
 
 __all__ = [
@@ -16,7 +21,9 @@ __all__ = [
     "QuarantineRecord",
     "RobotStats",
     "SnapshotInfo",
+    "SnapshotReader",
     "SnapshotStore",
+    "SqliteSnapshotReader",
     "SqliteSnapshotStore",
     "TransientError",
     "VerifierConfig",

@@ -6,8 +6,17 @@ after its outcome (verified, duplicate or quarantined) is durably in the DB. A c
 before that gets the message redelivered; dedupe by episode_id makes redelivery harmless.
 Store outages are transient: the message stays un-acked and is retried with backoff.
 
-Commits are batched (N new episodes or T seconds since the oldest pending one) and every
-pending object is re-stat'ed just before the commit, so no version references a missing object.
+Commits happen right after each verified episode (so it is visible to learners at once) unless
+a backlog of at least `batch_size` announcements is waiting (a replay after downtime): then they
+are batched (N new episodes or T seconds since the oldest pending one). Every pending object is
+re-stat'ed just before the commit, so no version references a missing object.
+
+A QoS1 PUBACK is not durability: mosquitto persists its queues periodically, so a broker killed
+right after acknowledging an announcement forgets it, and the robot has already deleted its
+spool file. The sweep closes that gap: every `sweep_interval_s` the worker lists the episodes
+bucket and verifies, from the object alone, every episode object older than `sweep_grace_s`
+that is neither recorded nor quarantined. Together with the robots' retries this makes delivery
+at-least-once end to end; dedupe by episode_id keeps it exactly-once in the snapshots.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 
 from lwd_learner.coordinator.records import AddResult, EpisodeRecord, QuarantineRecord, RobotStats, SnapshotInfo
 from lwd_learner.coordinator.snapshot_store import SnapshotStore, SqliteSnapshotStore
-from lwd_learner.coordinator.verifier import EpisodeVerifier, Quarantine, VerifierConfig
+from lwd_learner.coordinator.verifier import EpisodeVerifier, Quarantine, TransientError, VerifierConfig
 from lwd_protocol.names import MqttTopics
 from lwd_protocol.transport import MqttEndpoint, S3Endpoint, make_mqtt_client, make_s3_client, start_mqtt, stop_mqtt
 from lwd_protocol.version import PROTOCOL_VERSION
@@ -39,8 +48,12 @@ class CoordinatorConfig:
     batch_size: int = 16  # commit when this many verified episodes are pending ...
     batch_interval_s: float = 5.0  # ... or when the oldest pending one waited this long
     max_batch: int = 1000
+    commit_when_idle: bool = True  # commit at once unless >= batch_size announcements are waiting
     retry_initial_s: float = 0.5
     retry_max_s: float = 15.0
+    sweep_interval_s: float | None = 30.0  # list the bucket for never-announced episodes; None = no sweep
+    sweep_grace_s: float = 60.0  # only objects uploaded longer ago than this (their announcement had time)
+    sweep_batch: int = 50  # objects verified per worker turn; the rest continue at the next turn
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
 
@@ -52,6 +65,8 @@ class CoordinatorCounters:
     quarantined: int = 0
     transient_errors: int = 0
     commits: int = 0
+    sweeps: int = 0
+    recovered: int = 0  # episodes found by the sweep, never announced to us
     last_error: str = ""
 
 
@@ -78,6 +93,8 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._flush = threading.Event()
         self._republish = threading.Event()
+        self._sweep_request = threading.Event()
+        self._next_sweep = 0.0
         self._version_cv = threading.Condition()
         self._mqtt = make_mqtt_client(config.mqtt, manual_ack=True)
         self._mqtt.on_connect = self._on_connect
@@ -88,6 +105,7 @@ class Coordinator:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> Coordinator:
         self._stop.clear()
+        self._next_sweep = time.monotonic() + (self.config.sweep_interval_s or 0.0)
         self._thread = threading.Thread(target=self._run, name="lwd-coordinator", daemon=True)
         self._thread.start()
         start_mqtt(self._mqtt, self.config.mqtt)
@@ -123,6 +141,7 @@ class Coordinator:
                 if item is not None:
                     self._handle(item)
                 self._maybe_commit()
+                self._maybe_sweep()
                 if self._republish.is_set():
                     self._republish.clear()
                     self._publish_current()
@@ -159,6 +178,9 @@ class Coordinator:
             self.counters.quarantined += 1
             log.warning("quarantined %s: %s", q.record.episode_id or item.topic, q.record.reason)
             return
+        self._add(rec, item.topic, item.payload[:512])
+
+    def _add(self, rec: EpisodeRecord, topic: str, head: bytes) -> AddResult:
         result = self.store.add_episode(rec)
         if result is AddResult.NEW:
             self.counters.verified += 1
@@ -168,15 +190,67 @@ class Coordinator:
             self.store.add_quarantine(
                 QuarantineRecord(
                     "conflict: episode_id already recorded with different bytes",
-                    item.topic,
+                    topic,
                     rec.robot_id,
                     rec.episode_id,
                     rec.key,
-                    item.payload[:512],
+                    head,
                     time.time_ns(),
                 )
             )
             self.counters.quarantined += 1
+        return result
+
+    def _maybe_sweep(self) -> None:
+        """Periodic passes run on schedule; continuations and requested passes wait for an empty inbox."""
+        interval = self.config.sweep_interval_s
+        due = bool(interval) and time.monotonic() >= self._next_sweep
+        if not due and not (self._sweep_request.is_set() and self._inbox.empty()):
+            return
+        self._sweep_request.clear()
+        self._next_sweep = time.monotonic() + (interval or 0.0)
+        self.sweep()
+
+    def sweep(self) -> int:
+        """Record every old-enough episode object the DB does not know; returns how many were new.
+
+        Runs in the worker thread (between messages), so it never races the announcement path; after
+        `sweep_batch` verifications it yields to waiting messages and continues at the next turn.
+        A store outage ends the sweep early; the next one picks up where this left off.
+        """
+        self.counters.sweeps += 1
+        cutoff_ns = time.time_ns() - int(self.config.sweep_grace_s * 1e9)
+        try:
+            objects = self.verifier.list_episode_objects(cutoff_ns)
+        except TransientError as exc:
+            self.counters.transient_errors += 1
+            self.counters.last_error = f"sweep: {exc}"
+            return 0
+        unknown = self.store.unknown_keys([key for key, _ in objects])
+        found = checked = 0
+        for key, uploaded_ns in objects:
+            if key not in unknown or self._stop.is_set():
+                continue
+            if checked >= self.config.sweep_batch:
+                self._sweep_request.set()  # more to do: continue after the messages waiting now
+                break
+            checked += 1
+            try:
+                rec = self.verifier.verify_object(key, uploaded_ns)
+            except Quarantine as q:
+                self.store.add_quarantine(q.record)
+                self.counters.quarantined += 1
+                log.warning("sweep quarantined %s: %s", key, q.record.reason)
+                continue
+            except TransientError as exc:
+                self.counters.transient_errors += 1
+                self.counters.last_error = f"sweep: {exc}"
+                break
+            if rec is not None and self._add(rec, "", b"") is AddResult.NEW:
+                found += 1
+                self.counters.recovered += 1
+                log.warning("sweep recovered never-announced episode %s", key)
+        return found
 
     def _maybe_commit(self) -> SnapshotInfo | None:
         pending = self.store.pending_episodes()
@@ -184,8 +258,12 @@ class Coordinator:
             self._flush.clear()
             return None
         oldest_age = (time.time_ns() - pending[0].verified_at_ns) / 1e9
+        idle = self.config.commit_when_idle and self._inbox.qsize() < self.config.batch_size
         if not (
-            self._flush.is_set() or len(pending) >= self.config.batch_size or oldest_age >= self.config.batch_interval_s
+            idle
+            or self._flush.is_set()
+            or len(pending) >= self.config.batch_size
+            or oldest_age >= self.config.batch_interval_s
         ):
             return None
         batch = [p for p in pending[: self.config.max_batch] if self._still_present(p)]
@@ -235,6 +313,10 @@ class Coordinator:
     def flush(self) -> None:
         """Ask the worker to commit whatever is pending now (tests, shutdown, operators)."""
         self._flush.set()
+
+    def request_sweep(self) -> None:
+        """Ask the worker to sweep the bucket at its next turn (operators, tests)."""
+        self._sweep_request.set()
 
     def wait_for_version(self, version: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

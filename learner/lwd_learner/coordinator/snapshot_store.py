@@ -6,6 +6,13 @@ committed version never changes. Each episode row gets its first version exactly
 same transaction that inserts the snapshot row and moves the `current` pointer: a reader sees
 either the old version or the complete new one. Triggers make committed rows read-only in the
 database itself, not just by convention.
+
+Two interfaces: `SnapshotReader` is everything a learner needs (versions, a snapshot's episodes,
+the delta between two versions) and nothing that writes; `SnapshotStore` adds the Coordinator's
+writes. The learner usually runs in another process, or on another host, than the Coordinator:
+`SqliteSnapshotReader` opens the same file read-only (SQLite WAL lets it read while the
+Coordinator writes), and a PostgreSQL deployment implements both protocols with the same queries
+(every statement here is plain SQL; one read = one statement, one write = one transaction).
 """
 
 from __future__ import annotations
@@ -15,11 +22,24 @@ import threading
 import time
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from lwd_learner.coordinator.records import AddResult, EpisodeRecord, QuarantineRecord, RobotStats, SnapshotInfo
 
 
-class SnapshotStore(Protocol):
+class SnapshotReader(Protocol):
+    """Read-only view of committed snapshots: what a learner (replay reader) needs."""
+
+    def current_version(self) -> int: ...
+    def snapshot_info(self, version: int) -> SnapshotInfo: ...
+    def list_snapshots(self, after: int = 0) -> list[SnapshotInfo]: ...
+    def get_snapshot(self, version: int) -> list[EpisodeRecord]: ...
+    def get_delta(self, after: int, upto: int) -> list[EpisodeRecord]: ...
+    def quarantined(self) -> list[QuarantineRecord]: ...
+    def close(self) -> None: ...
+
+
+class SnapshotStore(SnapshotReader, Protocol):
     """What the Coordinator needs from its database. Every method is one transaction."""
 
     def add_episode(self, rec: EpisodeRecord) -> AddResult: ...
@@ -27,12 +47,8 @@ class SnapshotStore(Protocol):
     def drop_pending(self, episode_id: str, q: QuarantineRecord) -> None: ...
     def pending_episodes(self) -> list[EpisodeRecord]: ...
     def commit_snapshot(self, episode_ids: list[str], created_at_ns: int | None = None) -> SnapshotInfo: ...
-    def current_version(self) -> int: ...
-    def snapshot_info(self, version: int) -> SnapshotInfo: ...
-    def get_snapshot(self, version: int) -> list[EpisodeRecord]: ...
-    def quarantined(self) -> list[QuarantineRecord]: ...
+    def unknown_keys(self, keys: list[str]) -> set[str]: ...
     def robot_stats(self) -> dict[str, RobotStats]: ...
-    def close(self) -> None: ...
 
 
 _SCHEMA = """
@@ -87,7 +103,93 @@ _EP_COLS = (
 )
 
 
-class SqliteSnapshotStore:
+class _SqliteReads:
+    """The read queries, shared by the Coordinator's store and the learner's read-only reader."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock
+
+    def current_version(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT version FROM pointer WHERE name = 'current'").fetchone()[0]
+
+    def snapshot_info(self, version: int) -> SnapshotInfo:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, parent, num_episodes, added, created_at_ns FROM snapshots WHERE version = ?",
+                (version,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no snapshot version {version}")
+        return SnapshotInfo(*row)
+
+    def list_snapshots(self, after: int = 0) -> list[SnapshotInfo]:
+        """Committed versions newer than `after`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT version, parent, num_episodes, added, created_at_ns FROM snapshots WHERE version > ? "
+                "ORDER BY version",
+                (after,),
+            ).fetchall()
+        return [SnapshotInfo(*r) for r in rows]
+
+    def get_snapshot(self, version: int) -> list[EpisodeRecord]:
+        self.snapshot_info(version)  # KeyError for a version that was never committed
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_EP_COLS} FROM episodes WHERE version IS NOT NULL AND version <= ? "
+                "ORDER BY version, episode_id",
+                (version,),
+            ).fetchall()
+        return [EpisodeRecord(*r) for r in rows]
+
+    def get_delta(self, after: int, upto: int) -> list[EpisodeRecord]:
+        """Episodes first committed in versions after < v <= upto (= snapshot(upto) minus snapshot(after))."""
+        if not isinstance(after, int) or not isinstance(upto, int) or after < 0 or upto < after:
+            raise ValueError(f"bad version range ({after!r}, {upto!r}]: need 0 <= after <= upto")
+        if upto > after:
+            self.snapshot_info(upto)  # KeyError for a version that was never committed
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_EP_COLS} FROM episodes WHERE version > ? AND version <= ? ORDER BY version, episode_id",
+                (after, upto),
+            ).fetchall()
+        return [EpisodeRecord(*r) for r in rows]
+
+    def quarantined(self) -> list[QuarantineRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reason, topic, robot_id, episode_id, key, payload_head, received_at_ns FROM quarantine "
+                "ORDER BY id"
+            ).fetchall()
+        return [QuarantineRecord(*r[:5], payload_head=bytes(r[5] or b""), received_at_ns=r[6]) for r in rows]
+
+    def robot_stats(self) -> dict[str, RobotStats]:
+        stats: dict[str, RobotStats] = {}
+        with self._lock:
+            for robot, outcome, n, committed, steps in self._db.execute(
+                "SELECT robot_id, outcome, COUNT(*), COUNT(version), SUM(num_steps) FROM episodes "
+                "GROUP BY robot_id, outcome"
+            ):
+                s = stats.setdefault(robot, RobotStats())
+                s.episodes += n
+                s.committed += committed
+                s.steps += steps or 0
+                s.outcomes[outcome] = n
+            for robot, n in self._db.execute(
+                "SELECT robot_id, COUNT(*) FROM quarantine WHERE robot_id IS NOT NULL GROUP BY robot_id"
+            ):
+                stats.setdefault(robot, RobotStats()).quarantined = n
+            for robot, n in self._db.execute("SELECT robot_id, count FROM duplicates"):
+                stats.setdefault(robot, RobotStats()).duplicates = n
+        return stats
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class SqliteSnapshotStore(_SqliteReads):
     """SnapshotStore on one SQLite file: WAL + synchronous=FULL, so a returned call is on disk."""
 
     def __init__(self, path: str | Path):
@@ -186,61 +288,38 @@ class SqliteSnapshotStore:
             db.execute("UPDATE pointer SET version = ? WHERE name = 'current'", (version,))
         return SnapshotInfo(version, parent, before + added, added, created)
 
-    def current_version(self) -> int:
+    def unknown_keys(self, keys: list[str]) -> set[str]:
+        """Object keys neither recorded as an episode nor quarantined (the sweep's candidates)."""
+        unknown = set(keys)
         with self._lock:
-            return self._db.execute("SELECT version FROM pointer WHERE name = 'current'").fetchone()[0]
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for table in ("episodes", "quarantine"):
+                    for (key,) in self._db.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", part):
+                        unknown.discard(key)
+        return unknown
 
-    def snapshot_info(self, version: int) -> SnapshotInfo:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT version, parent, num_episodes, added, created_at_ns FROM snapshots WHERE version = ?",
-                (version,),
-            ).fetchone()
-        if row is None:
-            raise KeyError(f"no snapshot version {version}")
-        return SnapshotInfo(*row)
 
-    def get_snapshot(self, version: int) -> list[EpisodeRecord]:
-        self.snapshot_info(version)  # KeyError for a version that was never committed
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_EP_COLS} FROM episodes WHERE version IS NOT NULL AND version <= ? "
-                "ORDER BY version, episode_id",
-                (version,),
-            ).fetchall()
-        return [EpisodeRecord(*r) for r in rows]
+class SqliteSnapshotReader(_SqliteReads):
+    """Read-only view of a Coordinator's SQLite file, for a learner in another process.
 
-    def quarantined(self) -> list[QuarantineRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT reason, topic, robot_id, episode_id, key, payload_head, received_at_ns FROM quarantine "
-                "ORDER BY id"
-            ).fetchall()
-        return [QuarantineRecord(*r[:5], payload_head=bytes(r[5] or b""), received_at_ns=r[6]) for r in rows]
+    Opened with `mode=ro`: any write raises. WAL mode lets it read while the Coordinator commits;
+    each query is one statement, so it sees either the old or the complete new version.
+    """
 
-    def robot_stats(self) -> dict[str, RobotStats]:
-        stats: dict[str, RobotStats] = {}
-        with self._lock:
-            for robot, outcome, n, committed, steps in self._db.execute(
-                "SELECT robot_id, outcome, COUNT(*), COUNT(version), SUM(num_steps) FROM episodes "
-                "GROUP BY robot_id, outcome"
-            ):
-                s = stats.setdefault(robot, RobotStats())
-                s.episodes += n
-                s.committed += committed
-                s.steps += steps or 0
-                s.outcomes[outcome] = n
-            for robot, n in self._db.execute(
-                "SELECT robot_id, COUNT(*) FROM quarantine WHERE robot_id IS NOT NULL GROUP BY robot_id"
-            ):
-                stats.setdefault(robot, RobotStats()).quarantined = n
-            for robot, n in self._db.execute("SELECT robot_id, count FROM duplicates"):
-                stats.setdefault(robot, RobotStats()).duplicates = n
-        return stats
-
-    def close(self) -> None:
-        with self._lock:
+    def __init__(self, path: str | Path, timeout_s: float = 30.0):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no snapshot database at {self.path} (has the Coordinator run yet?)")
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=timeout_s)
+        self._lock = threading.Lock()
+        try:
+            self._db.execute("SELECT version FROM pointer WHERE name = 'current'").fetchone()
+        except sqlite3.DatabaseError as exc:
             self._db.close()
+            raise ValueError(f"{self.path} is not a Coordinator snapshot database: {exc}") from exc
 
 
 class _Tx:

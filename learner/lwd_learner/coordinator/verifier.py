@@ -5,6 +5,10 @@ Two failure kinds, handled differently by the Coordinator:
   object, size/sha256 mismatch, undecodable MCAP). Permanent: record the reason and ack.
 - TransientError: the store is unreachable or refuses us. Not the robot's fault: do not ack,
   retry later, so the broker keeps the message.
+
+`verify_object` is the second way in: the Coordinator's sweep finds episode objects that were
+uploaded but never announced (a broker killed before it persisted an acknowledged message, a
+robot that died between upload and announce) and verifies them from the object alone.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from pathlib import Path
 
 from lwd_learner.coordinator.records import EpisodeRecord, QuarantineRecord
 from lwd_protocol.announce import AnnouncementError, EpisodeAnnouncement
-from lwd_protocol.episode_io import EpisodeFormatError, read_episode
+from lwd_protocol.episode import EPISODE_SUFFIX
+from lwd_protocol.episode_io import Episode, EpisodeFormatError, read_episode
 from lwd_protocol.names import MqttTopics
-from lwd_protocol.store import EPISODES_BUCKET
+from lwd_protocol.store import EPISODES_BUCKET, episode_key
 
 PAYLOAD_HEAD_BYTES = 512
 _MISSING_CODES = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
@@ -67,18 +72,12 @@ class EpisodeVerifier:
         """Parse, stat, download, hash and decode; return the record to store."""
         ann = self.parse(topic, payload)
         head = bytes(payload[:PAYLOAD_HEAD_BYTES])
-        self.check_exists(ann.key, ann.size, ann.sha256, on_bad=lambda r: self._q(ann, topic, r, head))
-        with tempfile.TemporaryDirectory(prefix="lwd-verify-", dir=self.config.work_dir) as tmp:
-            path = Path(tmp) / "episode.mcap"
-            digest, size = self._download(ann.key, path)
-            if size != ann.size:
-                raise Quarantine(self._q(ann, topic, f"size mismatch: downloaded {size} != announced {ann.size}", head))
-            if digest != ann.sha256:
-                raise Quarantine(self._q(ann, topic, f"sha256 mismatch: object hashes to {digest}", head))
-            try:
-                episode = read_episode(path, load_images=False)
-            except EpisodeFormatError as exc:
-                raise Quarantine(self._q(ann, topic, f"schema: {exc}", head)) from exc
+
+        def bad(reason: str) -> QuarantineRecord:
+            return self._q(ann, topic, reason, head)
+
+        self.check_exists(ann.key, ann.size, ann.sha256, on_bad=bad)
+        episode = self._fetch_decoded(ann.key, ann.size, ann.sha256, bad)
         start, end = episode.start, episode.end
         problems = []
         if end is None:
@@ -90,7 +89,7 @@ class EpisodeVerifier:
         if start.task != ann.task:
             problems.append(f"file task {start.task!r} != announced {ann.task!r}")
         if problems:
-            raise Quarantine(self._q(ann, topic, "content mismatch: " + "; ".join(problems), head))
+            raise Quarantine(bad("content mismatch: " + "; ".join(problems)))
         return EpisodeRecord(
             episode_id=ann.episode_id,
             robot_id=ann.robot_id,
@@ -105,7 +104,90 @@ class EpisodeVerifier:
             verified_at_ns=time.time_ns(),
         )
 
-    def check_exists(self, key: str, size: int, sha256: str, on_bad) -> None:
+    # --- the sweep: objects that were uploaded but whose announcement never arrived -----------
+    def list_episode_objects(self, uploaded_before_ns: int) -> list[tuple[str, int]]:
+        """(key, upload time ns) of every episode object uploaded before the given time, oldest first."""
+        found = []
+        try:
+            for obj in self.s3.list_objects(self.config.bucket, recursive=True):
+                if obj.is_dir or not obj.object_name.endswith(EPISODE_SUFFIX) or obj.last_modified is None:
+                    continue
+                uploaded_ns = int(obj.last_modified.timestamp() * 1e9)
+                if uploaded_ns <= uploaded_before_ns:
+                    found.append((obj.object_name, uploaded_ns))
+        except Exception as exc:  # store down or refusing: try again at the next sweep
+            raise TransientError(f"list {self.config.bucket}: {type(exc).__name__}: {exc}") from exc
+        return sorted(found, key=lambda kv: (kv[1], kv[0]))
+
+    def verify_object(self, key: str, uploaded_at_ns: int) -> EpisodeRecord | None:
+        """Verify an object nobody announced, from the object alone; None if it vanished meanwhile.
+
+        The robot's sha256 (object metadata, written by the uplink) stands in for the announcement;
+        the robot is the key's prefix, so this trusts the store's per-robot write permissions.
+        `committed_at_ns` becomes the upload time (the robot's commit time is only in the announcement).
+        """
+        from minio.error import S3Error
+
+        robot_id, _, name = key.partition("/")
+        episode_id = name.removesuffix(EPISODE_SUFFIX)
+
+        def bad(reason: str) -> QuarantineRecord:
+            return QuarantineRecord(f"sweep (never announced): {reason}", "", robot_id or None, episode_id, key)
+
+        try:
+            if episode_key(robot_id, episode_id) != key:
+                raise ValueError("not of the form <robot>/<episode>.mcap")
+        except ValueError as exc:
+            raise Quarantine(bad(f"foreign key {key!r}: {exc}")) from exc
+        try:
+            stat = self.s3.stat_object(self.config.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                return None
+            raise TransientError(f"stat {key}: {exc.code}: {exc.message}") from exc
+        except Exception as exc:
+            raise TransientError(f"stat {key}: {type(exc).__name__}: {exc}") from exc
+        meta = {k.lower(): v for k, v in (stat.metadata or {}).items()}
+        sha256 = meta.get("x-amz-meta-sha256")
+        if sha256 is None:
+            raise Quarantine(bad("object has no sha256 metadata, so its integrity cannot be checked"))
+        if stat.size > self.config.max_episode_bytes:
+            raise Quarantine(bad(f"size {stat.size} exceeds limit {self.config.max_episode_bytes}"))
+        episode = self._fetch_decoded(key, stat.size, sha256, bad)
+        start, end = episode.start, episode.end
+        if end is None:
+            raise Quarantine(bad("episode has no end record"))
+        if start.episode_id != episode_id or start.robot_id != robot_id:
+            raise Quarantine(bad(f"content mismatch: file is {start.robot_id}/{start.episode_id}"))
+        return EpisodeRecord(
+            episode_id=episode_id,
+            robot_id=robot_id,
+            key=key,
+            sha256=sha256,
+            size=stat.size,
+            task=start.task,
+            outcome=end.outcome.value,
+            num_steps=episode.num_steps,
+            source=start.source.value,
+            committed_at_ns=uploaded_at_ns,
+            verified_at_ns=time.time_ns(),
+        )
+
+    def _fetch_decoded(self, key: str, size: int, sha256: str, bad) -> Episode:
+        """Download, check size and sha256, decode without images; Quarantine(bad(reason)) on any mismatch."""
+        with tempfile.TemporaryDirectory(prefix="lwd-verify-", dir=self.config.work_dir) as tmp:
+            path = Path(tmp) / "episode.mcap"
+            digest, got = self._download(key, path)
+            if got != size:
+                raise Quarantine(bad(f"size mismatch: downloaded {got} != expected {size}"))
+            if digest != sha256:
+                raise Quarantine(bad(f"sha256 mismatch: object hashes to {digest}"))
+            try:
+                return read_episode(path, load_images=False)
+            except EpisodeFormatError as exc:
+                raise Quarantine(bad(f"schema: {exc}")) from exc
+
+    def check_exists(self, key: str, size: int, sha256: str, on_bad):
         """Stat the object: missing / wrong size / wrong sha metadata -> Quarantine(on_bad(reason))."""
         from minio.error import S3Error
 
@@ -125,6 +207,7 @@ class EpisodeVerifier:
         stored = meta.get("x-amz-meta-sha256")
         if stored is not None and stored != sha256:
             raise Quarantine(on_bad(f"sha256 mismatch: object metadata says {stored}"))
+        return stat
 
     def _download(self, key: str, path: Path) -> tuple[str, int]:
         h = hashlib.sha256()

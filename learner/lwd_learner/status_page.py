@@ -43,7 +43,7 @@ def fleet_status(snapshots: SnapshotReader, robot_status: StatusSource | None = 
         r["episodes"] += 1
         r["successes"] += rec.outcome == "success"
         r["steps"] += rec.num_steps
-        by_task[rec.task][str(getattr(rec, "policy_version", "?"))].append(float(rec.outcome == "success"))
+        by_task[rec.task][f"v{rec.policy_version}"].append(float(rec.outcome == "success"))
         info = infos.get(rec.version or 0)
         if info is not None:
             latencies.append(max(0.0, (info.created_at_ns - rec.committed_at_ns) / 1e9))

@@ -72,6 +72,10 @@ def test_status_page_matches_the_coordinator_in_a_real_browser(mqtt_broker, s3_s
         for robot_id in ("robot_01", "robot_02"):
             row = re.search(rf'data-robot="{robot_id}".*?class="episodes">(\d+)<', dom, re.S)
             assert row and int(row.group(1)) == stats[robot_id].committed
+        # success by task and policy version: the test episodes were driven by policy version 0 (write_episode)
+        status = fleet_status(reader)
+        assert {v for versions in status["success_by_task_version"].values() for v in versions} == {"v0"}
+        assert sum(c["episodes"] for vs in status["success_by_task_version"].values() for c in vs.values()) == 5
         # read-only: every write method is refused
         request = urllib.request.Request(page.url, data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as info:

@@ -22,6 +22,7 @@ class EpisodeRecord:
     committed_at_ns: int  # robot clock, from the announcement
     verified_at_ns: int  # coordinator clock
     version: int | None = None  # first snapshot version that contains it (None = pending)
+    policy_version: int = 0  # newest policy version that acted in the episode (0 = none: human/hold only)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS episodes (
     source TEXT NOT NULL,
     committed_at_ns INTEGER NOT NULL,
     verified_at_ns INTEGER NOT NULL,
-    version INTEGER REFERENCES snapshots(version)
+    version INTEGER REFERENCES snapshots(version),
+    policy_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS episodes_version ON episodes(version);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -99,7 +100,7 @@ CREATE TRIGGER IF NOT EXISTS snapshot_no_delete BEFORE DELETE ON snapshots
 
 _EP_COLS = (
     "episode_id, robot_id, key, sha256, size, task, outcome, num_steps, source, "
-    "committed_at_ns, verified_at_ns, version"
+    "committed_at_ns, verified_at_ns, version, policy_version"
 )
 
 
@@ -219,7 +220,7 @@ class SqliteSnapshotStore(_SqliteReads):
                 )
                 return AddResult.DUPLICATE
             db.execute(
-                f"INSERT INTO episodes ({_EP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                f"INSERT INTO episodes ({_EP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     rec.episode_id,
                     rec.robot_id,
@@ -232,6 +233,7 @@ class SqliteSnapshotStore(_SqliteReads):
                     rec.source,
                     rec.committed_at_ns,
                     rec.verified_at_ns,
+                    rec.policy_version,
                 ),
             )
             return AddResult.NEW

@@ -102,6 +102,7 @@ class EpisodeVerifier:
             source=start.source.value,
             committed_at_ns=ann.committed_at_ns,
             verified_at_ns=time.time_ns(),
+            policy_version=int(episode.policy_version.max()) if episode.num_steps else 0,
         )
 
     # --- the sweep: objects that were uploaded but whose announcement never arrived -----------
@@ -171,6 +172,7 @@ class EpisodeVerifier:
             source=start.source.value,
             committed_at_ns=uploaded_at_ns,
             verified_at_ns=time.time_ns(),
+            policy_version=int(episode.policy_version.max()) if episode.num_steps else 0,
         )
 
     def _fetch_decoded(self, key: str, size: int, sha256: str, bad) -> Episode:

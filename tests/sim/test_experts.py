@@ -6,63 +6,69 @@ import itertools
 
 import numpy as np
 import pytest
+from sim_rollouts import Rollout, RolloutCache, expert_rollout
 
 from lwd_sim import ExpertConfig, ScriptedExpert, make_env
-from lwd_sim.experts import run_expert_episode
 from lwd_sim.tasks import IMPLEMENTED_TASKS, make_task
 
 LONG = {"gongfu_tea", "fruit_juice", "cocktail", "shoebox"}
 
 
-def _episode(task: str, seed: int, config: ExpertConfig | None = None) -> tuple[dict, list[int]]:
-    env = make_env(task, seed=seed)
-    expert = ScriptedExpert(env, config)
-    trace: list[int] = []
-    info = run_expert_episode(env, expert, seed, callback=lambda obs, a, e: trace.append(e.status.subtask_index))
-    trace.append(info["subtask_index"])
-    return info, trace
-
-
-def _check_detectors(info: dict, trace: list[int]) -> None:
-    assert all(b >= a for a, b in itertools.pairwise(trace)), "subtask index must be monotone"
-    if info["success"]:
-        assert info["subtask_index"] == info["num_subtasks"]
+def _check_detectors(r: Rollout) -> None:
+    assert all(b >= a for a, b in itertools.pairwise(r.indices)), "subtask index must be monotone"
+    if r.info["success"]:
+        assert r.info["subtask_index"] == r.info["num_subtasks"]
     else:
-        assert info["subtask_index"] < info["num_subtasks"]
+        assert r.info["subtask_index"] < r.info["num_subtasks"]
+
+
+def test_all_eight_tasks_implemented() -> None:
+    from lwd_protocol.tasks import TASK_NAMES
+
+    assert IMPLEMENTED_TASKS == TASK_NAMES
 
 
 @pytest.mark.parametrize("task", IMPLEMENTED_TASKS)
-def test_expert_solves_task(task: str) -> None:
+def test_expert_solves_task(task: str, rollouts: RolloutCache) -> None:
     seeds = range(3) if task in LONG else range(8)
-    results = [_episode(task, s) for s in seeds]
-    for info, trace in results:
-        _check_detectors(info, trace)
-    rate = np.mean([info["success"] for info, _ in results])
-    assert rate >= 0.95, [(i["subtask_index"], i["failure_reason"], i["length"]) for i, _ in results]
+    results = [rollouts.clean(task, s) for s in seeds]
+    for r in results:
+        _check_detectors(r)
+    rate = np.mean([r.info["success"] for r in results])
+    assert rate >= 0.95, [(r.info["subtask_index"], r.info["failure_reason"], r.info["length"]) for r in results]
     if task in LONG:
-        assert min(info["length"] for info, _ in results) >= 300, "long-horizon tasks must be long"
+        assert min(r.info["length"] for r in results) >= 300, "long-horizon tasks must be long"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", IMPLEMENTED_TASKS)
 def test_expert_success_sweep(task: str) -> None:
-    results = [_episode(task, s) for s in range(100, 130)]
-    for info, trace in results:
-        _check_detectors(info, trace)
-    assert np.mean([i["success"] for i, _ in results]) >= 0.95
+    results = [expert_rollout(task, s) for s in range(100, 130)]
+    for r in results:
+        _check_detectors(r)
+    assert np.mean([r.info["success"] for r in results]) >= 0.95
 
 
 @pytest.mark.parametrize("task", IMPLEMENTED_TASKS)
-def test_injected_mistake_fails(task: str) -> None:
+def test_injected_mistake_fails(task: str, rollouts: RolloutCache) -> None:
+    """Each failure-inducing mistake, injected at its earliest subtask, costs the episode.
+
+    A stalled expert (a skipped step it can never come back to) is cut at the clean episode's
+    length + 300 steps: within that budget it must not have succeeded.
+    """
     kinds = [k for k in ("wrong_object", "skip") if make_task(task).mistake_subtasks(k)]
     assert kinds, f"{task} offers no failure-inducing mistake"
+    clean = rollouts.clean(task, 0)
+    assert clean.info["success"]
     for kind in kinds:
-        clean, _ = _episode(task, 0)
-        info, trace = _episode(task, 0, ExpertConfig(mistake=kind, seed=1))
-        _check_detectors(info, trace)
-        assert not info["success"], kind
-        assert info["score"] <= clean["score"]
-        assert info["failed"] or info["timeout"]
+        first = min(make_task(task).mistake_subtasks(kind))
+        cfg = ExpertConfig(mistake=kind, mistake_subtask=first, seed=1)
+        r = expert_rollout(task, 0, cfg, max_steps=clean.info["length"] + 300)
+        _check_detectors(r)
+        assert not r.info["success"], kind
+        assert r.info["score"] < clean.info["score"], kind
+        assert r.info["failed"] or r.info["timeout"], kind
+        assert not any(r.rewards), "no reward without success"
 
 
 def test_expert_takes_over_from_arbitrary_state() -> None:

@@ -11,6 +11,7 @@ from lwd_protocol.episode_io import read_episode
 from lwd_sim import ScriptedExpert
 from lwd_sim.env import EnvConfig, LwdSimEnv
 from lwd_sim.generate import GenConfig, composition, generate, record_episode
+from lwd_sim.tasks import IMPLEMENTED_TASKS, make_task
 
 
 def test_episode_with_images_round_trips(tmp_path: Path) -> None:
@@ -48,3 +49,16 @@ def test_composition_follows_table_iv() -> None:
     demo, roll, play, fail_rate = composition("gongfu_tea", 100)
     assert demo + roll + play == 100 and demo > play > roll
     assert 0.2 < fail_rate < 0.3
+
+
+def test_generator_covers_every_task(tmp_path: Path) -> None:
+    stats = generate(GenConfig(out=tmp_path, episodes_per_task=1, seed=3))
+    assert set(stats.per_task) == set(IMPLEMENTED_TASKS) and len(IMPLEMENTED_TASKS) == 8
+    episodes = [read_episode(f, load_images=False) for f in sorted(tmp_path.glob("*.mcap"))]
+    assert len(episodes) == stats.episodes == 8
+    assert {e.start.task for e in episodes} == set(IMPLEMENTED_TASKS)
+    for e in episodes:
+        assert e.sim_state.shape == (e.num_steps, 128) and np.all(np.diff(e.subtask_index) >= 0)
+        assert e.end.num_subtasks == make_task(e.start.task).num_subtasks
+        if e.start.source is EpisodeSource.DEMO:
+            assert e.end.outcome is Outcome.SUCCESS and e.end.subtasks_done == e.end.num_subtasks

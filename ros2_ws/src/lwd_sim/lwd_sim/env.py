@@ -37,6 +37,9 @@ STATE_LAYOUT: dict[str, slice] = {
     "objects": slice(25, 25 + 8 * MAX_OBJECTS),  # per slot: pos(3) quat(4) active(1)
     "articulations": slice(105, 105 + MAX_ARTICULATIONS),
     "task_flags": slice(109, 109 + NUM_TASK_FLAGS),
+    # Per object slot: what the instruction names (1 = the target, 2 = a second, ordered referent; 0 = not named),
+    # so a state-only policy can ground "the red can" without the text (the colours are not in the state).
+    "referents": slice(117, 117 + MAX_OBJECTS),
 }
 STATE_DIM = 128
 
@@ -74,13 +77,18 @@ class LwdSimEnv:
         self.hand_body = tuple(self.body[f"{a}_hand"] for a in ARMS)
         self.grasp_site = tuple(mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f"{a}_grasp") for a in ARMS)
         self.obj_index = {o.name: i for i, o in enumerate(spec.objects)}
-        self._obj_qadr = {o.name: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{o.name}_free")]
-                          for o in spec.objects}
-        self._obj_vadr = {o.name: m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{o.name}_free")]
-                          for o in spec.objects}
+        self._obj_qadr = {
+            o.name: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{o.name}_free")]
+            for o in spec.objects
+        }
+        self._obj_vadr = {
+            o.name: m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{o.name}_free")]
+            for o in spec.objects
+        }
         self._geom = {o.name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{o.name}_geom") for o in spec.objects}
-        self._art_qadr = [m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, a.joint)]
-                          for a in spec.articulations]
+        self._art_qadr = [
+            m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, a.joint)] for a in spec.articulations
+        ]
         self.grasp_names = [o.name for o in spec.objects] + [a.body for a in spec.articulations]
         graspables = []
         for k, name in enumerate(self.grasp_names):
@@ -96,6 +104,9 @@ class LwdSimEnv:
         self.grasp = GraspManager(m, self.hand_body, self.grasp_site, gq, graspables)
         self.active_objects: list[str] = []
         self.home_pose: dict[str, np.ndarray] = {}
+        # Tasks recolour geoms per episode (identities, a cut fruit, a filled glass); reset starts from these.
+        self._default_rgba = self.model.geom_rgba.copy()
+        self._default_body_pos = self.model.body_pos.copy()
         self._rig: CameraRig | None = None
         self._seed = seed
         self.steps = 0
@@ -109,7 +120,9 @@ class LwdSimEnv:
         objects = "\n".join(o.xml(spec.park_position(i)) for i, o in enumerate(spec.objects))
         welds = "\n".join(
             f'<weld name="weld_{arm}_{name}" body1="{arm}_hand" body2="{name}" active="false" solref="0.01 1"/>'
-            for name in [o.name for o in spec.objects] + [a.body for a in spec.articulations] for arm in ARMS)
+            for name in [o.name for o in spec.objects] + [a.body for a in spec.articulations]
+            for arm in ARMS
+        )
         header = model_header(self.config.physics, max(224, self.config.image_size))
         return f"""<mujoco model="lwd_{self.task.name}">{header}
   <worldbody>
@@ -131,6 +144,8 @@ class LwdSimEnv:
         self.rng = np.random.default_rng(self._seed)
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
+        m.geom_rgba[:] = self._default_rgba
+        m.body_pos[:] = self._default_body_pos
         home = home_action()
         d.qpos[self._qpos_adr] = home
         d.ctrl[self._act_ids] = home
@@ -161,8 +176,9 @@ class LwdSimEnv:
         # so a wild command cannot slam a joint through its (soft) limit.
         action = np.clip(action, self.limits[:, 0], self.limits[:, 1])
         step = self.config.max_target_step
-        action[self._arm_idx] = np.clip(action[self._arm_idx], self.last_action[self._arm_idx] - step,
-                                        self.last_action[self._arm_idx] + step)
+        action[self._arm_idx] = np.clip(
+            action[self._arm_idx], self.last_action[self._arm_idx] - step, self.last_action[self._arm_idx] + step
+        )
         self.last_action = action
         self.data.ctrl[self._act_ids] = action
         mujoco.mj_step(self.model, self.data, nstep=self.config.physics.substeps)
@@ -177,9 +193,16 @@ class LwdSimEnv:
 
     def info(self, truncated: bool = False) -> dict:
         s = self.status
-        return {"subtask_index": s.subtask_index, "num_subtasks": self.task.num_subtasks, "success": s.success,
-                "failed": s.failed, "failure_reason": s.reason, "timeout": truncated, "steps": self.steps,
-                "score": s.subtask_index / self.task.num_subtasks}
+        return {
+            "subtask_index": s.subtask_index,
+            "num_subtasks": self.task.num_subtasks,
+            "success": s.success,
+            "failed": s.failed,
+            "failure_reason": s.reason,
+            "timeout": truncated,
+            "steps": self.steps,
+            "score": s.subtask_index / self.task.num_subtasks,
+        }
 
     def observe(self) -> dict:
         obs = {"joint_position": self.joint_position(), "instruction": self.instruction, "sim_state": self.sim_state()}
@@ -223,7 +246,7 @@ class LwdSimEnv:
 
     def obj_vel(self, name: str) -> np.ndarray:
         a = self._obj_vadr[name]
-        return self.data.qvel[a:a + 3]
+        return self.data.qvel[a : a + 3]
 
     def articulation_qpos(self, index: int) -> float:
         return float(self.data.qpos[self._art_qadr[index]])
@@ -244,10 +267,10 @@ class LwdSimEnv:
 
     def set_obj_pose(self, name: str, pos: np.ndarray, yaw: float = 0.0) -> None:
         a = self._obj_qadr[name]
-        self.data.qpos[a:a + 3] = pos
-        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qpos[a : a + 3] = pos
+        self.data.qpos[a + 3 : a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
         v = self._obj_vadr[name]
-        self.data.qvel[v:v + 6] = 0.0
+        self.data.qvel[v : v + 6] = 0.0
 
     def place_on_table(self, name: str, xy: np.ndarray, yaw: float = 0.0, surface_z: float = TABLE_TOP_Z) -> None:
         """Put an object slot at rest on a surface and mark it active."""
@@ -259,6 +282,13 @@ class LwdSimEnv:
     def set_rgba(self, name: str, rgba: tuple[float, ...]) -> None:
         self.model.geom_rgba[self._geom[name]] = rgba
 
+    def set_geom_rgba(self, geom: str, rgba: tuple[float, ...]) -> None:
+        """Recolour a named fixture geom (e.g. a glass that now holds a drink)."""
+        gid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, geom)
+        if gid < 0:
+            raise KeyError(f"no geom named {geom!r} in the {self.task.name} scene")
+        self.model.geom_rgba[gid] = rgba
+
     def objspec(self, name: str):
         return self.spec.objects[self.obj_index[name]]
 
@@ -267,24 +297,28 @@ class LwdSimEnv:
         s = np.zeros(STATE_DIM, dtype=np.float32)
         s[self.task_id] = 1.0
         idx = self.status.subtask_index if self.status else 0
-        s[8:8 + min(idx, 8)] = 1.0
+        s[8 : 8 + min(idx, 8)] = 1.0
         s[16] = idx / self.task.num_subtasks
         s[17:19] = [h >= 0 for h in self.grasp.held]
         s[19:25] = self.data.site_xpos[list(self.grasp_site)].ravel()
         base = STATE_LAYOUT["objects"].start
         for i, o in enumerate(self.spec.objects):
             b = self.body[o.name]
-            s[base + 8 * i: base + 8 * i + 3] = self.data.xpos[b]
-            s[base + 8 * i + 3: base + 8 * i + 7] = self.data.xquat[b]
+            s[base + 8 * i : base + 8 * i + 3] = self.data.xpos[b]
+            s[base + 8 * i + 3 : base + 8 * i + 7] = self.data.xquat[b]
             s[base + 8 * i + 7] = o.name in self.active_objects
         a0 = STATE_LAYOUT["articulations"].start
         for k in range(len(self._art_qadr)):
             s[a0 + k] = self.articulation_qpos(k)
         s[STATE_LAYOUT["task_flags"]] = self.task.flags
+        r0 = STATE_LAYOUT["referents"].start
+        for name, value in self.task.referents().items():
+            s[r0 + self.obj_index[name]] = value
         return s
 
 
-def make_env(task: str, seed: int = 0, render: bool = False, image_size: int = 128,
-             max_steps: int | None = None) -> LwdSimEnv:
+def make_env(
+    task: str, seed: int = 0, render: bool = False, image_size: int = 128, max_steps: int | None = None
+) -> LwdSimEnv:
     """Build an env for one of lwd_protocol.tasks.TASK_NAMES."""
     return LwdSimEnv(task, seed, EnvConfig(render=render, image_size=image_size, max_steps=max_steps))

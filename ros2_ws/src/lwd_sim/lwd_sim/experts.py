@@ -120,8 +120,7 @@ class ScriptedExpert:
             cmds[arm].gripper = GRIPPER_OPEN
 
 
-def run_expert_episode(env, expert: ScriptedExpert, seed: int, max_steps: int | None = None,
-                       callback=None) -> dict:
+def run_expert_episode(env, expert: ScriptedExpert, seed: int, max_steps: int | None = None, callback=None) -> dict:
     """Reset with `seed` and roll the expert to termination; return the final info (+ 'length')."""
     obs = env.reset(seed)
     info = env.info()

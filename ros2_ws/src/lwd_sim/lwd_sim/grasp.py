@@ -45,8 +45,14 @@ def _relpose(model: mujoco.MjModel, data: mujoco.MjData, b1: int, b2: int) -> np
 class GraspManager:
     """Tracks which graspable each arm holds and toggles the welds (see module docstring)."""
 
-    def __init__(self, model: mujoco.MjModel, hand_body: tuple[int, int], grasp_site: tuple[int, int],
-                 gripper_qpos: tuple[int, int], graspables: list[Graspable]) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        hand_body: tuple[int, int],
+        grasp_site: tuple[int, int],
+        gripper_qpos: tuple[int, int],
+        graspables: list[Graspable],
+    ) -> None:
         self.model = model
         self.hand_body = hand_body
         self.grasp_site = grasp_site

@@ -45,8 +45,8 @@ class ArmIK:
         self.env = env
         self.arm = arm
         self.site = env.grasp_site[arm]
-        self.dofs = env._qvel_adr[arm * 8: arm * 8 + 7]
-        self.qadr = env._qpos_adr[arm * 8: arm * 8 + 7]
+        self.dofs = env._qvel_adr[arm * 8 : arm * 8 + 7]
+        self.qadr = env._qpos_adr[arm * 8 : arm * 8 + 7]
         self.damping = damping
         self.null_gain = null_gain
         nv = env.model.nv
@@ -57,8 +57,9 @@ class ArmIK:
         d = self.env.data
         return d.site_xpos[self.site].copy(), d.site_xmat[self.site].reshape(3, 3).copy()
 
-    def solve(self, target_pos: np.ndarray, target_rot: np.ndarray, max_lin: float = 0.015,
-              max_rot: float = 0.08) -> np.ndarray:
+    def solve(
+        self, target_pos: np.ndarray, target_rot: np.ndarray, max_lin: float = 0.015, max_rot: float = 0.08
+    ) -> np.ndarray:
         """Joint targets (7,) moving the grasp site one speed-limited step toward the target pose."""
         m, d = self.env.model, self.env.data
         pos, rot = self.site_pose()

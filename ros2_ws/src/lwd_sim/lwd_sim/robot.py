@@ -154,10 +154,14 @@ def robot_xml(physics: PhysicsConfig) -> tuple[str, str, str]:
         for name in ARM_JOINTS:
             jn = f"{side}_{name}"
             lo, hi = ARM_LIMITS[ARM_JOINTS.index(name)]
-            act.append(f'<position name="act_{jn}" joint="{jn}" kp="{physics.kp_arm}" kv="{physics.kv_arm}" '
-                       f'ctrlrange="{lo} {hi}" forcerange="-150 150"/>')
-        act.append(f'<position name="act_{side}_gripper" joint="{side}_gripper" kp="{physics.kp_gripper}" '
-                   f'kv="20" ctrlrange="{GRIPPER_CLOSED} {GRIPPER_OPEN}" forcerange="-40 40"/>')
+            act.append(
+                f'<position name="act_{jn}" joint="{jn}" kp="{physics.kp_arm}" kv="{physics.kv_arm}" '
+                f'ctrlrange="{lo} {hi}" forcerange="-150 150"/>'
+            )
+        act.append(
+            f'<position name="act_{side}_gripper" joint="{side}_gripper" kp="{physics.kp_gripper}" '
+            f'kv="20" ctrlrange="{GRIPPER_CLOSED} {GRIPPER_OPEN}" forcerange="-40 40"/>'
+        )
     eq = [f'<joint joint1="{s}_gripper" joint2="{s}_gripper_mirror" polycoef="0 1 0 0 0"/>' for s in ARMS]
     return body, "\n".join(act), "\n".join(eq)
 

@@ -31,6 +31,8 @@ class ObjSpec:
     heavy: bool = False  # needs both grippers: welds only engage when both arms pinch it
     tool: bool = False  # collides with fixtures only (see TOOL_BITS)
     grasp_local: tuple[float, float, float] | None = None  # grasp point in the object frame
+    # Per-arm grasp points (left, right) in the object frame, e.g. the two walls of a heavy box.
+    grasp_pair: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     extra_xml: str = ""  # extra child geoms (e.g. a knife blade, a glass stem)
 
     @property
@@ -39,6 +41,8 @@ class ObjSpec:
 
     def grasp_point(self, arm: int) -> np.ndarray:
         """Grasp point of `arm` (0 left, 1 right) in the object frame; heavy objects are held at both ends."""
+        if self.grasp_pair is not None:
+            return np.array(self.grasp_pair[arm], dtype=np.float64)
         if self.grasp_local is not None:
             return np.array(self.grasp_local, dtype=np.float64)
         top = self.half_height - 0.02
@@ -51,10 +55,12 @@ class ObjSpec:
         size = " ".join(f"{s:g}" for s in self.size)
         rgba = " ".join(f"{c:g}" for c in self.rgba)
         bits = TOOL_BITS if self.tool else OBJ_BITS
-        return (f'<body name="{self.name}" pos="{park[0]:g} {park[1]:g} {park[2]:g}">'
-                f'<freejoint name="{self.name}_free"/>'
-                f'<geom name="{self.name}_geom" type="{self.shape}" size="{size}" rgba="{rgba}" mass="{self.mass:g}" '
-                f'{bits} friction="1.2 0.01 0.001"/>{self.extra_xml}</body>')
+        return (
+            f'<body name="{self.name}" pos="{park[0]:g} {park[1]:g} {park[2]:g}">'
+            f'<freejoint name="{self.name}_free"/>'
+            f'<geom name="{self.name}_geom" type="{self.shape}" size="{size}" rgba="{rgba}" mass="{self.mass:g}" '
+            f'{bits} friction="1.2 0.01 0.001"/>{self.extra_xml}</body>'
+        )
 
 
 @dataclass

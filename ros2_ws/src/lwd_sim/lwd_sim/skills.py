@@ -58,6 +58,16 @@ def waypoint(env, arm: int, goal: np.ndarray, clear_z: float = CLEAR_Z, xy_tol: 
     return np.array([goal[0], goal[1], travel_z])
 
 
+def yaw_of(mat: np.ndarray) -> float:
+    """Heading of a frame's x axis in the world xy plane (the yaw of an upright object or a down-facing hand)."""
+    return float(np.arctan2(mat[1, 0], mat[0, 0]))
+
+
+def wrap_angle(angle: float, period: float = 2 * np.pi) -> float:
+    """`angle` wrapped into [-period/2, period/2) (period pi for objects that look the same turned around)."""
+    return float((angle + period / 2) % period - period / 2)
+
+
 def default_arm(env, name: str) -> int:
     holder = env.holder_of(name)
     if holder >= 0:
@@ -265,10 +275,24 @@ class TurnSkill(Skill):
 
 
 class BimanualPlaceSkill(Skill):
-    """Grasp a heavy object with both hands and carry it so its centre reaches `goal`."""
+    """Grasp a heavy object with both hands and carry it so its centre reaches `goal`.
 
-    def __init__(self, name: str, goal, clear_z: float = CLEAR_Z, tol: float = 0.02) -> None:
+    With `yaw` set, the hands also turn the object about its vertical axis (both hands orbit its
+    centre) until its yaw matches `yaw` modulo `symmetry`; it is released only once aligned.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        goal,
+        clear_z: float = CLEAR_Z,
+        tol: float = 0.02,
+        yaw: float | None = None,
+        symmetry: float = np.pi,
+        yaw_tol: float = 0.04,
+    ) -> None:
         self.name, self.goal, self.clear_z, self.tol = name, goal, clear_z, tol
+        self.yaw, self.symmetry, self.yaw_tol = yaw, symmetry, yaw_tol
         self.uses = (name,)
 
     def command(self, env, memory: dict) -> dict[int, ArmCommand]:
@@ -302,5 +326,104 @@ class BimanualPlaceSkill(Skill):
         if n > 0.012:
             delta *= 0.012 / n
         release = float(np.linalg.norm(obj - goal)) < self.tol
-        grip = GRIPPER_OPEN if release else GRIPPER_CLOSED
-        return {a: ArmCommand(site_pos(env, a) + 2.0 * delta, DOWN, grip) for a in (0, 1)}
+        if self.yaw is None:
+            grip = GRIPPER_OPEN if release else GRIPPER_CLOSED
+            return {a: ArmCommand(site_pos(env, a) + 2.0 * delta, DOWN, grip) for a in (0, 1)}
+        err = wrap_angle(self.yaw - yaw_of(env.obj_mat(self.name)), self.symmetry)
+        lifted = depth > TABLE_TOP_Z + 0.02
+        turn = float(np.clip(err, -0.03, 0.03)) if lifted else 0.0
+        spin = axis_rotation(np.array([0.0, 0.0, 1.0]), 2.0 * turn)
+        grip = GRIPPER_OPEN if release and abs(err) < self.yaw_tol else GRIPPER_CLOSED
+        out = {}
+        for a in (0, 1):
+            site = site_pos(env, a)
+            hand = env.data.site_xmat[env.grasp_site[a]].reshape(3, 3)
+            out[a] = ArmCommand(obj + spin @ (site - obj) + 2.0 * delta, down_rotation(yaw_of(hand) + 2.0 * turn), grip)
+        return out
+
+
+class CutSkill(Skill):
+    """Chop `target` with a held blade tool until `count()` reaches `cuts`.
+
+    `blade_local` is the blade edge's centre in the tool frame. The skill brings the edge over
+    the target, pushes it down past the target's centre (the task counts the cut), then lifts it
+    clear so the task re-arms the blade (`armed()`), and repeats with a small offset per cut.
+    """
+
+    def __init__(
+        self,
+        tool: str,
+        target: str,
+        blade_local: tuple[float, float, float],
+        cuts: int,
+        count,
+        armed,
+        arm: int | None = None,
+        spacing: float = 0.012,
+    ) -> None:
+        self.tool, self.target, self.blade_local = tool, target, np.asarray(blade_local, np.float64)
+        self.cuts, self.count, self.armed, self.arm, self.spacing = cuts, count, armed, arm, spacing
+        self.uses = (tool,)
+
+    def command(self, env, memory: dict) -> dict[int, ArmCommand]:
+        arm, pending = acquire(env, self.tool, self.arm, self.uses, CLEAR_Z)
+        if pending is not None:
+            return {arm: pending}
+        site = site_pos(env, arm)
+        rot = env.obj_mat(self.tool)
+        edge = env.obj_pos(self.tool) + rot @ self.blade_local
+        fruit = env.obj_pos(self.target)
+        top = fruit[2] + env.objspec(self.target).half_height
+        done = self.count()
+        if done >= self.cuts or not self.armed():  # lift the blade clear of the target
+            goal_edge = np.array([edge[0], edge[1], top + 0.05])
+            return {arm: ArmCommand(site + (goal_edge - edge), DOWN, GRIPPER_CLOSED)}
+        side = rot[:, 0]  # the blade plane's normal: successive cuts step along it
+        over = fruit + side * self.spacing * (done - (self.cuts - 1) / 2.0)
+        dxy = float(np.linalg.norm(edge[:2] - over[:2]))
+        if dxy > 0.008:  # lift / travel / hover above the target, lined up
+            hover = np.array([over[0], over[1], top + 0.04])
+            return {arm: ArmCommand(waypoint(env, arm, site + (hover - edge)), DOWN, GRIPPER_CLOSED)}
+        goal_edge = np.array([over[0], over[1], fruit[2] - 0.012])
+        return {arm: ArmCommand(site + (goal_edge - edge), DOWN, GRIPPER_CLOSED)}
+
+
+class OrientedPlaceSkill(Skill):
+    """Place an object at a goal position *and heading*: `select(env) -> (name, goal_centre, goal_yaw)`.
+
+    The selection is re-evaluated every tick (e.g. "whichever shoe of the pair is not packed yet").
+    Before grasping, the hand pre-turns by half the needed rotation so the wrist never has to
+    turn more than ~90 degrees either way; once lifted it turns the object to `goal_yaw` (modulo
+    `symmetry`) while travelling, and only releases when both position and heading match.
+    """
+
+    def __init__(
+        self,
+        select,
+        arm=None,
+        clear_z: float = CLEAR_Z,
+        symmetry: float = 2 * np.pi,
+        tol: float = 0.015,
+        yaw_tol: float = 0.06,
+    ) -> None:
+        self.select, self.arm, self.clear_z = select, arm, clear_z
+        self.symmetry, self.tol, self.yaw_tol = symmetry, tol, yaw_tol
+        self.uses: tuple[str, ...] = ()
+
+    def command(self, env, memory: dict) -> dict[int, ArmCommand]:
+        name, goal, goal_yaw = self.select(env)
+        self.uses = (name,)
+        preferred = self.arm(env, name) if callable(self.arm) else self.arm
+        arm, pending = acquire(env, name, preferred, self.uses, self.clear_z)
+        err = wrap_angle(goal_yaw - yaw_of(env.obj_mat(name)), self.symmetry)
+        if pending is not None:
+            if not _busy_with_other(env, arm, self.uses):  # a pick: pre-turn the hand by -err/2
+                pending.rot = down_rotation(np.pi - err / 2)
+            return {arm: pending}
+        hand_yaw = yaw_of(env.data.site_xmat[env.grasp_site[arm]].reshape(3, 3))
+        lifted = env.obj_pos(name)[2] - env.objspec(name).half_height > TABLE_TOP_Z + 0.015
+        turn = float(np.clip(err, -0.2, 0.2)) if lifted else 0.0
+        cmd = place(env, arm, name, goal, self.clear_z, self.tol, down_rotation(hand_yaw + turn))
+        if abs(err) > self.yaw_tol:
+            cmd.gripper = GRIPPER_CLOSED
+        return {arm: cmd}

@@ -10,7 +10,8 @@ from lwd_sim.tasks.base import Task
 
 # Tasks with a sim implementation so far (the rest raise NotImplementedError on make_task).
 IMPLEMENTED_TASKS: tuple[str, ...] = tuple(
-    t for t in TASK_NAMES if importlib.util.find_spec(f"lwd_sim.tasks.{t}") is not None)
+    t for t in TASK_NAMES if importlib.util.find_spec(f"lwd_sim.tasks.{t}") is not None
+)
 
 
 def make_task(name: str) -> Task:

@@ -78,6 +78,10 @@ class Task:
         """Expert skill for each subtask, in order."""
         raise NotImplementedError
 
+    def referents(self) -> dict[str, float]:
+        """Objects the instruction names -> 1 (2 for a second, ordered one); the sim_state 'referents' block."""
+        return {}
+
     def post_step(self, env: LwdSimEnv) -> None:
         """Update event state (pours, cuts...) once per control tick, before conditions()."""
 
@@ -118,7 +122,6 @@ class Task:
         success = self.index >= self.num_subtasks and not self.failed_reason
         return TaskStatus(self.index, success, bool(self.failed_reason), self.failed_reason)
 
-
     def _out_of_order(self, conds: list[bool]) -> str:
         """A later subtask achieved while an earlier one is pending = a skipped step (unrecoverable)."""
         for j in range(self.index + 1, self.num_subtasks):
@@ -141,8 +144,9 @@ def in_box(p: np.ndarray, center: np.ndarray, half: np.ndarray) -> bool:
     return bool(np.all(np.abs(np.asarray(p) - np.asarray(center)) <= np.asarray(half)))
 
 
-def sample_slots(rng: np.random.Generator, slots: list[tuple[float, float]], n: int,
-                 jitter: float = 0.015) -> list[np.ndarray]:
+def sample_slots(
+    rng: np.random.Generator, slots: list[tuple[float, float]], n: int, jitter: float = 0.015
+) -> list[np.ndarray]:
     """Pick n distinct slot positions (x, y) in random order, each jittered."""
     order = rng.permutation(len(slots))[:n]
     return [np.array(slots[i]) + rng.uniform(-jitter, jitter, 2) for i in order]

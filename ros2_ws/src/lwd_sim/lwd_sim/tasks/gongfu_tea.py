@@ -38,12 +38,14 @@ class GongfuTea(EventTask):
             ObjSpec("pitcher", "cylinder", (0.038, 0.055), (0.8, 0.9, 0.95, 1)),
             *[ObjSpec(f"cup{i}", "cylinder", (0.026, 0.03), PALETTE["white"], mass=0.08) for i in range(3)],
         ]
-        fixtures = (f'<body name="waste_bowl" pos="0.78 0.18 {TABLE_TOP_Z + 0.05}">'
-                    f'<geom type="cylinder" pos="0 0 -0.025" size="0.06 0.025" rgba="0.3 0.3 0.35 1" '
-                    f'{FIXTURE_BITS}/></body>'
-                    f'<body name="tray" pos="0.78 -0.28 {TABLE_TOP_Z + 0.005}">'
-                    f'<geom type="box" size="{TRAY_HALF[0]} {TRAY_HALF[1]} 0.005" rgba="0.35 0.2 0.1 1" '
-                    f'{FIXTURE_BITS}/></body>')
+        fixtures = (
+            f'<body name="waste_bowl" pos="0.78 0.18 {TABLE_TOP_Z + 0.05}">'
+            f'<geom type="cylinder" pos="0 0 -0.025" size="0.06 0.025" rgba="0.3 0.3 0.35 1" '
+            f"{FIXTURE_BITS}/></body>"
+            f'<body name="tray" pos="0.78 -0.28 {TABLE_TOP_Z + 0.005}">'
+            f'<geom type="box" size="{TRAY_HALF[0]} {TRAY_HALF[1]} 0.005" rgba="0.35 0.2 0.1 1" '
+            f"{FIXTURE_BITS}/></body>"
+        )
         return SceneSpec(objects=objects, fixtures_xml=fixtures)
 
     def randomize(self, env, rng: np.random.Generator) -> str:
@@ -64,10 +66,24 @@ class GongfuTea(EventTask):
         self.serve_cup = f"cup{serve}"
         self.other_cups = [f"cup{i}" for i in range(3) if i != serve]
         cups = [("pitcher", f"cup{i}") for i in range(3)]
-        self.begin_events([[("caddy", "teapot")], [("kettle", "teapot")], [("teapot", "waste_bowl")],
-                           [("kettle", "teapot")], [("teapot", "pitcher")], cups, []])
-        return (f"Brew gongfu tea: add tea leaves, rinse and drain, brew, pour into the pitcher, fill the three "
-                f"cups and serve the {CUP_COLOURS[colours[serve]]} cup on the tray.")
+        self.begin_events(
+            [
+                [("caddy", "teapot")],
+                [("kettle", "teapot")],
+                [("teapot", "waste_bowl")],
+                [("kettle", "teapot")],
+                [("teapot", "pitcher")],
+                cups,
+                [],
+            ]
+        )
+        return (
+            f"Brew gongfu tea: add tea leaves, rinse and drain, brew, pour into the pitcher, fill the three "
+            f"cups and serve the {CUP_COLOURS[colours[serve]]} cup on the tray."
+        )
+
+    def referents(self) -> dict[str, float]:
+        return {self.serve_cup: 1.0}
 
     @staticmethod
     def _fixture(env, body: str, xy: np.ndarray) -> None:
@@ -75,8 +91,11 @@ class GongfuTea(EventTask):
         env.model.body_pos[b, :2] = xy
 
     def _on_tray(self, env, cup: str) -> bool:
-        return in_box(env.obj_pos(cup)[:2], self.tray_xy, TRAY_HALF) and env.holder_of(cup) < 0 and \
-            env.obj_pos(cup)[2] < TABLE_TOP_Z + 0.06
+        return (
+            in_box(env.obj_pos(cup)[:2], self.tray_xy, TRAY_HALF)
+            and env.holder_of(cup) < 0
+            and env.obj_pos(cup)[2] < TABLE_TOP_Z + 0.06
+        )
 
     def conditions(self, env) -> list[bool]:
         return [*[self.done_events(k) for k in range(6)], self._on_tray(env, self.serve_cup)]
@@ -91,9 +110,15 @@ class GongfuTea(EventTask):
         return PlaceSkill(cup, lambda env: np.array([*self.tray_xy, TABLE_TOP_Z + 0.01 + 0.036]))
 
     def plan(self, env):
-        return [PourSkill("caddy", "teapot"), PourSkill("kettle", "teapot"), PourSkill("teapot", "waste_bowl"),
-                PourSkill("kettle", "teapot"), PourSkill("teapot", "pitcher"),
-                PourSkill("pitcher", self.first_pending_target(5, "pitcher")), self._serve(self.serve_cup)]
+        return [
+            PourSkill("caddy", "teapot"),
+            PourSkill("kettle", "teapot"),
+            PourSkill("teapot", "waste_bowl"),
+            PourSkill("kettle", "teapot"),
+            PourSkill("teapot", "pitcher"),
+            PourSkill("pitcher", self.first_pending_target(5, "pitcher")),
+            self._serve(self.serve_cup),
+        ]
 
     def wrong_object_plan(self, env, subtask: int, rng: np.random.Generator):
         plan = self.plan(env)

@@ -28,12 +28,14 @@ class MisplacedCorrection(Task):
     wrong_object_subtasks = (0,)
 
     def scene(self) -> SceneSpec:
-        f = (f'<geom name="shelf" type="box" pos="{SHELF_X} 0 {TABLE_TOP_Z + 0.05}" size="0.08 0.36 0.05" '
-             f'rgba="0.45 0.33 0.22 1" {FIXTURE_BITS}/>'
-             f'<geom type="box" pos="{SHELF_X - 0.079} 0.19 {SHELF_TOP - 0.02}" size="0.002 0.17 0.02" '
-             f'rgba="0.9 0.5 0.1 1" contype="0" conaffinity="0"/>'
-             f'<geom type="box" pos="{SHELF_X - 0.079} -0.19 {SHELF_TOP - 0.02}" size="0.002 0.17 0.02" '
-             f'rgba="0.1 0.5 0.9 1" contype="0" conaffinity="0"/>')
+        f = (
+            f'<geom name="shelf" type="box" pos="{SHELF_X} 0 {TABLE_TOP_Z + 0.05}" size="0.08 0.36 0.05" '
+            f'rgba="0.45 0.33 0.22 1" {FIXTURE_BITS}/>'
+            f'<geom type="box" pos="{SHELF_X - 0.079} 0.19 {SHELF_TOP - 0.02}" size="0.002 0.17 0.02" '
+            f'rgba="0.9 0.5 0.1 1" contype="0" conaffinity="0"/>'
+            f'<geom type="box" pos="{SHELF_X - 0.079} -0.19 {SHELF_TOP - 0.02}" size="0.002 0.17 0.02" '
+            f'rgba="0.1 0.5 0.9 1" contype="0" conaffinity="0"/>'
+        )
         return SceneSpec(objects=product_slots(), fixtures_xml=f)
 
     def _section(self, env, name: str) -> str:
@@ -54,8 +56,10 @@ class MisplacedCorrection(Task):
         # Keep the misplaced product and its goal slot near the middle so either arm can do it.
         self.goal_y = {kind: sign[kind] * SLOTS_Y[0]}
         target_y = sign[wrong] * SLOTS_Y[int(rng.integers(2))]
-        free = {kind: [sign[kind] * y for y in SLOTS_Y[1:]],  # innermost slot kept free for the goal
-                wrong: [sign[wrong] * y for y in SLOTS_Y if sign[wrong] * y != target_y]}
+        free = {
+            kind: [sign[kind] * y for y in SLOTS_Y[1:]],  # innermost slot kept free for the goal
+            wrong: [sign[wrong] * y for y in SLOTS_Y if sign[wrong] * y != target_y],
+        }
         for k in free.values():
             rng.shuffle(k)
         self.home_section = {}
@@ -66,6 +70,9 @@ class MisplacedCorrection(Task):
             self.home_section[slot] = section
         self.distractors = [p[0] for p in self.products if p[0] != self.target]
         return f"The {colour} {kind} is in the wrong section; move it to the {kind}s section."
+
+    def referents(self) -> dict[str, float]:
+        return {self.target: 1.0}
 
     def conditions(self, env) -> list[bool]:
         return [env.holder_of(self.target) >= 0, self._section(env, self.target) == self.target[:-1]]
@@ -79,8 +86,9 @@ class MisplacedCorrection(Task):
     def _skill(self, name: str, section: str) -> PlaceSkill:
         y = self.goal_y[section]
         z = SHELF_TOP + 0.006
-        return PlaceSkill(name, lambda env: np.array([SHELF_X, y, z + env.objspec(name).half_height]),
-                          clear_z=CLEAR_Z + 0.06)
+        return PlaceSkill(
+            name, lambda env: np.array([SHELF_X, y, z + env.objspec(name).half_height]), clear_z=CLEAR_Z + 0.06
+        )
 
     def plan(self, env):
         s = self._skill(self.target, self.target[:-1])
@@ -90,8 +98,11 @@ class MisplacedCorrection(Task):
         """Take a distractor off the shelf to the table front instead of the named product."""
         wrong = self.distractors[int(rng.integers(len(self.distractors)))]
         y = 0.12 if env.obj_pos(wrong)[1] > 0 else -0.12
-        s = PlaceSkill(wrong, lambda env: np.array([0.5, y, TABLE_TOP_Z + env.objspec(wrong).half_height + 0.006]),
-                       clear_z=CLEAR_Z + 0.06)
+        s = PlaceSkill(
+            wrong,
+            lambda env: np.array([0.5, y, TABLE_TOP_Z + env.objspec(wrong).half_height + 0.006]),
+            clear_z=CLEAR_Z + 0.06,
+        )
         return [s, s]
 
 

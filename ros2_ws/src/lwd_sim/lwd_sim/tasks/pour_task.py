@@ -43,16 +43,17 @@ class EventTask(Task):
     def post_step(self, env) -> None:
         for ev in self.pours.events(env):
             self._event(env, ev)
-        self.flags[: min(len(self.flags), self.num_subtasks)] = [
-            float(not p) for p in self.pending[: len(self.flags)]]
+        self.flags[: min(len(self.flags), self.num_subtasks)] = [float(not p) for p in self.pending[: len(self.flags)]]
 
     def first_pending_target(self, k: int, source: str):
         """Callable for PourSkill: the next target `source` must pour into for subtask k."""
+
         def target(env) -> str:
             for src, tgt in self.pending[k]:
                 if src == source:
                     return tgt
             return self.expected[k][-1][1]
+
         return target
 
     def randomize_mirror(self, rng: np.random.Generator) -> float:

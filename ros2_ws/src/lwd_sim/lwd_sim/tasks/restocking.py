@@ -29,8 +29,10 @@ class Restocking(Task):
 
     def scene(self) -> SceneSpec:
         c, h = SHELF_CENTER, SHELF_HALF
-        fixtures = (f'<geom name="shelf" type="box" pos="{c[0]} {c[1]} {TABLE_TOP_Z + 0.05}" '
-                    f'size="{h[0]} {h[1]} 0.05" rgba="0.45 0.33 0.22 1" {FIXTURE_BITS}/>')
+        fixtures = (
+            f'<geom name="shelf" type="box" pos="{c[0]} {c[1]} {TABLE_TOP_Z + 0.05}" '
+            f'size="{h[0]} {h[1]} 0.05" rgba="0.45 0.33 0.22 1" {FIXTURE_BITS}/>'
+        )
         return SceneSpec(objects=product_slots(), fixtures_xml=fixtures)
 
     def randomize(self, env, rng: np.random.Generator) -> str:
@@ -41,6 +43,9 @@ class Restocking(Task):
         self.target, colour, kind = self.products[int(rng.integers(n))]
         self.distractors = [p[0] for p in self.products if p[0] != self.target]
         return f"Put the {colour} {kind} on the shelf."
+
+    def referents(self) -> dict[str, float]:
+        return {self.target: 1.0}
 
     def _on_shelf(self, env, name: str) -> bool:
         p = env.obj_pos(name)
@@ -59,6 +64,7 @@ class Restocking(Task):
         def goal(env) -> np.ndarray:
             y = float(np.clip(env.home_pose[name][1], -0.25, 0.25))
             return np.array([SHELF_CENTER[0], y, SHELF_TOP + env.objspec(name).half_height + 0.006])
+
         return goal
 
     def plan(self, env):

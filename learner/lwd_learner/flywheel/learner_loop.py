@@ -89,8 +89,21 @@ class LearnerProgress:
     quarantined_loads: int = 0
 
 
+def sim_fingerprint() -> str:
+    """Hash of the simulator's source: a changed task or state layout must not reuse old episodes."""
+    import lwd_sim
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(lwd_sim.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def offline_cache_dir(plan: LearnerPlan, root: Path) -> Path:
-    key = json.dumps({"tasks": plan.tasks, "n": plan.offline_episodes_per_task, "seed": plan.seed}, sort_keys=True)
+    key = json.dumps(
+        {"tasks": plan.tasks, "n": plan.offline_episodes_per_task, "seed": plan.seed, "sim": sim_fingerprint()},
+        sort_keys=True,
+    )
     return root / f"offline-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

@@ -19,14 +19,11 @@ delays another or the executor. ``cameras/status`` (JSON) reports each camera's 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -34,6 +31,7 @@ from std_msgs.msg import String
 
 from lwd_fleet.cameras import BACKENDS, CAMERA_STATUS_TOPIC, CameraConfig, CameraError, compressed_topic, make_source
 from lwd_fleet.imaging import compressed_image_fields, image_msg_to_numpy
+from lwd_fleet.nodes.spin import run_node
 from lwd_protocol.episode_io import IMAGE_FORMATS
 from lwd_protocol.names import RosTopics
 from lwd_protocol.robot_spec import CAMERA_NAMES
@@ -291,23 +289,7 @@ def _desc(text: str):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-    except (CameraError, ValueError) as exc:
-        print(f"[cameras] error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        sys.exit(2)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraNode, lambda node: node.stop(), args, config_errors=(CameraError, ValueError))
 
 
 __all__ = ["CameraNode", "CameraNodeConfig", "main"]

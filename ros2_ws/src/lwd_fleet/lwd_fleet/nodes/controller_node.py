@@ -40,9 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -60,6 +58,7 @@ from lwd_fleet.inference.artifact import PolicyObservation, artifact_dir
 from lwd_fleet.inference.loader import LoadedPolicy, LoaderConfig, LoadFailure, PolicyLoader
 from lwd_fleet.inference.select import DEFAULT_ENGINE_CACHE
 from lwd_fleet.inference.worker import InferenceRequest, InferenceWorker
+from lwd_fleet.nodes.spin import run_node
 from lwd_msgs.msg import ActionChunk as ActionChunkMsg
 from lwd_msgs.msg import ControlMode, EpisodeEvent, ExecutedAction, PolicyStatus, SimState
 from lwd_protocol.names import RosTopics
@@ -577,19 +576,7 @@ class ControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ControllerNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ControllerNode, lambda node: node.close(), args)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from lwd_fleet.nodes.spin import run_node
 from lwd_fleet.policy_sync import PolicySync, PolicySyncConfig
 from lwd_msgs.msg import PolicyStatus
 from lwd_protocol.announce import RobotPolicyStatus
@@ -153,16 +152,7 @@ class PolicySyncNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = PolicySyncNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicySyncNode, lambda node: node.close(), args)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from lwd_fleet.nodes.spin import run_node
 from lwd_fleet.recording import (
     RECORDER_STATUS_TOPIC,
     EpisodeRecorder,
@@ -93,7 +92,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "stale_image_s": (_D.stale_image_s, "frames older than this at their step are counted in the end note"),
     "record_images": (True, "record the camera images"),
     "cameras": (list(CAMERA_NAMES), "cameras to record"),
-    "task": ("restocking", "task of the episodes; \"\" = the driver's choice via episode/reset (sim task rotation)"),
+    "task": ("restocking", 'task of the episodes; "" = the driver\'s choice via episode/reset (sim task rotation)'),
     "instruction": ("", "task instruction ('' = the task's title)"),
     "episode_source": ("online", "metadata source: online | demo | rollout | play"),
     "start_mode": ("auto", "auto: start after every commit | request: wait for STARTED with empty id"),
@@ -490,23 +489,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = RecorderNode()
-    except (ValueError, KeyError, OSError) as exc:
-        print(f"[recorder] error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        sys.exit(2)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(RecorderNode, lambda node: node.shutdown(), args)
 
 
 if __name__ == "__main__":

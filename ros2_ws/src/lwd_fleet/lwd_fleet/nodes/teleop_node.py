@@ -26,14 +26,13 @@ import math
 import time
 from typing import Any
 
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState, Joy
 
 from lwd_fleet.control.topics import TELEOP_JOINT_TARGET
+from lwd_fleet.nodes.spin import run_node
 from lwd_fleet.teleop.mapping import JoyMapping, TeleopMapper
 from lwd_msgs.msg import EpisodeEvent
 from lwd_protocol.names import RosTopics
@@ -195,19 +194,7 @@ class TeleopNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = TeleopNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(TeleopNode, lambda node: node.close(), args)
 
 
 if __name__ == "__main__":

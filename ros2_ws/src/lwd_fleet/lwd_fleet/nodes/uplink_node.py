@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from lwd_fleet.nodes.spin import run_node
 from lwd_fleet.uplink import EpisodeUplink, UplinkConfig
 from lwd_protocol.names import RosTopics, validate_robot_id
 from lwd_protocol.store import EPISODES_BUCKET
@@ -146,23 +144,7 @@ class UplinkNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = UplinkNode()
-    except ValueError as exc:  # CredentialsError, bad robot id
-        print(f"[uplink] error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        sys.exit(2)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(UplinkNode, lambda node: node.shutdown(), args, config_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""One way every robot node runs: construct, spin on a SingleThreadedExecutor, clean up, exit codes.
+
+SingleThreadedExecutor because MultiThreadedExecutor stalls 30 Hz timers here (env-notes). A
+configuration error while constructing the node (bad parameter, missing device or secret) exits
+with status 2 and one clear line, so `lwd-robot` / `ros2 launch` report it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+CONFIG_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+
+
+def run_node(
+    make: Callable[[], Node],
+    cleanup: Callable[[Node], None],
+    args: list[str] | None = None,
+    config_errors: tuple[type[BaseException], ...] = CONFIG_ERRORS,
+) -> None:
+    """rclpy.init -> make() -> spin until Ctrl-C/shutdown -> cleanup(node) -> destroy -> shutdown."""
+    rclpy.init(args=args)
+    try:
+        node = make()
+    except config_errors as exc:
+        print(f"[{getattr(make, '__name__', 'node')}] error: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        cleanup(node)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -19,11 +19,6 @@ pytest.importorskip("jax2onnx")
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 
-def _children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
-
-
 def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
     workdir = tmp_path / "flywheel"
     env = dict(ros_env, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
@@ -40,6 +35,11 @@ def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
     assert 1 in driven, f"no episode was driven by the published policy: {driven}"
     assert all(e["snapshot"] >= 1 for e in episodes)
     assert {e["robot"] for e in episodes} == {"robot_01", "robot_02"}
+    newest = versions[-1]
+    assert report["active"] == {"robot_01": newest, "robot_02": newest}, report["active"]
+    assert {x["robot"] for x in report["swaps"] if x["version"] == newest} == {"robot_01", "robot_02"}
+    online_trained = [p for p in report["published"] if p["snapshot"] >= 1]
+    assert online_trained, "no published version was trained on online data"
     assert (workdir / "report" / "report.md").is_file()
     # every robot process tree is gone
     leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout.split()

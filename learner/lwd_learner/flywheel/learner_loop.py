@@ -87,6 +87,8 @@ class LearnerProgress:
     episodes: list[EpisodeLogRow] = field(default_factory=list)
     stage_logs: dict[str, Any] = field(default_factory=dict)
     quarantined_loads: int = 0
+    active: dict[str, int] = field(default_factory=dict)  # robot -> policy version it reports active
+    swaps: list[dict[str, Any]] = field(default_factory=list)  # {robot, version, publish_to_active_s}
 
 
 def sim_fingerprint() -> str:
@@ -201,6 +203,33 @@ class FlywheelLearner:
         )
         self.say(f"published policy v{version} (trained through snapshot {snapshot})")
 
+    # --- fleet watch: which version each robot runs (retained MQTT status from policy_sync) ----
+    def poll_fleet(self, publisher: PolicyPublisher) -> None:
+        published_at = {p["version"]: p["at"] for p in self.progress.published}
+        for robot, status in publisher.robot_statuses().items():
+            if isinstance(status, str):
+                continue
+            version = status.active_version
+            if version and self.progress.active.get(robot) != version:
+                self.progress.active[robot] = version
+                if version in published_at:
+                    self.progress.swaps.append(
+                        {"robot": robot, "version": version, "publish_to_active_s": time.time() - published_at[version]}
+                    )
+
+    def wait_fleet_active(self, robots: list[str], timeout_s: float) -> bool:
+        """Until every robot reports the newest version active (swapped at an episode boundary)."""
+        config = PublisherConfig(s3=self.stack.store.s3_endpoint("learner"), mqtt=self.stack.mqtt("learner"),
+                                 issued_by="learner", retained_quiet_s=0.2)  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        with PolicyPublisher(config, None) as publisher:
+            while time.monotonic() < deadline and not self.stop_event.is_set():
+                self.poll_fleet(publisher)
+                if all(self.progress.active.get(r) == self.progress.version for r in robots):
+                    return True
+                time.sleep(1.0)
+        return False
+
     # --- stages -------------------------------------------------------------------------------
     def run(self) -> None:
         plan, prog = self.plan, self.progress
@@ -312,13 +341,10 @@ class FlywheelLearner:
                         prog.stage = f"online round {r + 1}/{plan.online_rounds}: publishing"
                         self._publish(agent, state, normalizer, snapshot=reader.version)
                         prog.stage = f"online round {r + 1}/{plan.online_rounds}: training"
-            prog.stage = "final collection"
-            end = time.monotonic() + 60.0  # let the newest policy drive a few episodes for the report
-            while time.monotonic() < end and not self.stop_event.is_set():
-                self._ingest(reader, online)
-                if any(e.policy_version == prog.version for e in prog.episodes):
-                    break
-                time.sleep(1.0)
+            prog.stage = f"waiting for every robot to run v{prog.version}"
+            if not self.wait_fleet_active(self.stack.robot_ids, plan.round_timeout_s):
+                self.say(f"not every robot reported v{prog.version} active: {prog.active}")
+            self._ingest(reader, online)
         finally:
             self.final_state, self.agent, self.normalizer = state, agent, normalizer
             reader.close()

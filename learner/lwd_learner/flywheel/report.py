@@ -90,6 +90,7 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
         figures["value over time, a success and a failure (Fig. 6)"] = "value_over_time.png"
     lat = [r.ingest_latency_s for r in rows]
     robot_hours = sum(r.steps for r in rows) / CONTROL_RATE_HZ / 3600
+    swap = [x["publish_to_active_s"] for x in progress.swaps]
     lines = [
         "# LWD flywheel run",
         "",
@@ -99,6 +100,9 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
         f"- episode committed on a robot -> in a committed snapshot: p50 {percentile(lat, 50):.1f} s, "
         f"p99 {percentile(lat, 99):.1f} s",
         f"- episodes that failed to load (quarantined/corrupt/missing): {progress.quarantined_loads}",
+        f"- policy published -> active on a robot (swapped at an episode boundary): "
+        f"p50 {percentile(swap, 50):.1f} s, p99 {percentile(swap, 99):.1f} s (n={len(swap)}); "
+        f"active at the end: {dict(sorted(progress.active.items()))}",
         "",
         "## Score by task and policy version",
         "",
@@ -124,6 +128,8 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
     data = {
         "episodes": [dataclasses.asdict(r) for r in rows],
         "published": progress.published,
+        "active": progress.active,
+        "swaps": progress.swaps,
         "stage_logs": progress.stage_logs,
         **extra,
     }

@@ -217,17 +217,24 @@ class FlywheelLearner:
                         {"robot": robot, "version": version, "publish_to_active_s": time.time() - published_at[version]}
                     )
 
-    def wait_fleet_active(self, robots: list[str], timeout_s: float) -> bool:
-        """Until every robot reports the newest version active (swapped at an episode boundary)."""
+    def watch_fleet(self, stop: threading.Event, period_s: float = 1.0) -> None:
+        """Background thread: poll the robots' retained status so swap times are caught as they happen."""
         config = PublisherConfig(s3=self.stack.store.s3_endpoint("learner"), mqtt=self.stack.mqtt("learner"),
                                  issued_by="learner", retained_quiet_s=0.2)  # fmt: skip
-        deadline = time.monotonic() + timeout_s
         with PolicyPublisher(config, None) as publisher:
-            while time.monotonic() < deadline and not self.stop_event.is_set():
-                self.poll_fleet(publisher)
-                if all(self.progress.active.get(r) == self.progress.version for r in robots):
-                    return True
-                time.sleep(1.0)
+            while not stop.wait(period_s):
+                try:
+                    self.poll_fleet(publisher)
+                except Exception as exc:  # noqa: BLE001 - a monitor must not kill the learner
+                    self.say(f"fleet status poll failed: {exc}")
+
+    def wait_fleet_active(self, robots: list[str], timeout_s: float) -> bool:
+        """Until every robot reports the newest version active (swapped at an episode boundary)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if all(self.progress.active.get(r) == self.progress.version for r in robots):
+                return True
+            time.sleep(1.0)
         return False
 
     # --- stages -------------------------------------------------------------------------------
@@ -315,6 +322,9 @@ class FlywheelLearner:
         )
         k_rng, k_steps = jax.random.split(key)
         rng = numpy_rng(k_rng)
+        watch_stop = threading.Event()
+        watcher = threading.Thread(target=self.watch_fleet, args=(watch_stop,), name="fleet-watch", daemon=True)
+        watcher.start()
         try:
             for r in range(plan.online_rounds):
                 prog.stage, prog.step, prog.total = f"online round {r + 1}/{plan.online_rounds}: collecting", 0, 0
@@ -346,6 +356,8 @@ class FlywheelLearner:
                 self.say(f"not every robot reported v{prog.version} active: {prog.active}")
             self._ingest(reader, online)
         finally:
+            watch_stop.set()
+            watcher.join(timeout=10)
             self.final_state, self.agent, self.normalizer = state, agent, normalizer
             reader.close()
             prog.stage = "done"

@@ -225,7 +225,7 @@ class FlywheelLearner:
             while not stop.wait(period_s):
                 try:
                     self.poll_fleet(publisher)
-                except Exception as exc:  # noqa: BLE001 - a monitor must not kill the learner
+                except Exception as exc:
                     self.say(f"fleet status poll failed: {exc}")
 
     def wait_fleet_active(self, robots: list[str], timeout_s: float) -> bool:

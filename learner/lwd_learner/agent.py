@@ -18,6 +18,11 @@ Parameter roles: ``reference_params`` is ``f_beta`` (trained by ``sft_update``, 
 trained by QAM); ``critic_params`` / ``target_critic_params`` are ``Q_phi`` / ``Q_phi_bar``;
 ``value_params`` is ``V_psi``. The paper keeps no separate target for V (Alg. 2 bootstraps from
 ``V_psi``), and neither do we.
+
+``PolicyConfig.noise_schedule`` picks the QAM targets (:mod:`lwd_learner.qam`): ``"lwd"``
+(default, eq. 9 as written) or ``"memoryless"`` (Adjoint Matching's schedule). ``TrainState``
+also accumulates the bootstrap tau of every RL update (:meth:`LWDAgent.mean_tau`), the constant
+of the Table III ablation. The baselines and LWD share one interface in :mod:`lwd_learner.baselines`.
 """
 
 from __future__ import annotations
@@ -51,10 +56,56 @@ class TrainState(flax.struct.PyTreeNode):
     critic_opt: optax.OptState
     value_opt: optax.OptState
     sft_opt: optax.OptState
+    # Running sum / count of the per-update mean bootstrap tau since :meth:`LWDAgent.start_rl`:
+    # the constant-tau ablation (Table III) uses the adaptive run's mean, see ``LWDAgent.mean_tau``.
+    tau_sum: jax.Array
+    tau_count: jax.Array
 
 
 def _cosine(lr: float, steps: int, final_fraction: float) -> optax.Schedule:
     return optax.cosine_decay_schedule(lr, decay_steps=steps, alpha=final_fraction)
+
+
+def policy_optimizer(config: LearnerConfig) -> optax.GradientTransformation:
+    """AdamW + cosine + clipping of the RL policy ``f_theta``; the post-training baselines use it too (App. C1)."""
+    opt = config.optim
+    return optax.chain(
+        optax.clip_by_global_norm(opt.policy_grad_clip),
+        optax.adamw(
+            _cosine(opt.policy_lr, opt.decay_steps, opt.final_lr_fraction), weight_decay=opt.policy_weight_decay
+        ),
+    )
+
+
+def sft_optimizer(config: LearnerConfig) -> optax.GradientTransformation:
+    """Optimiser of the SFT reference ``f_beta`` (same form as the policy's, SFT learning rate)."""
+    opt = config.optim
+    return optax.chain(
+        optax.clip_by_global_norm(opt.policy_grad_clip),
+        optax.adamw(_cosine(opt.sft_lr, opt.decay_steps, opt.final_lr_fraction), weight_decay=opt.policy_weight_decay),
+    )
+
+
+def value_optimizer(config: LearnerConfig) -> optax.GradientTransformation:
+    """Adam + cosine + clipping of the value model ``V_psi`` (also RECAP's value model)."""
+    opt = config.optim
+    return optax.chain(
+        optax.clip_by_global_norm(opt.critic_grad_clip),
+        optax.adam(_cosine(opt.value_lr, opt.decay_steps, opt.final_lr_fraction)),
+    )
+
+
+def make_velocity_field(config: LearnerConfig) -> VelocityField:
+    """The policy / reference velocity field of ``config.network``."""
+    net = config.network
+    return VelocityField(
+        horizon=net.horizon,
+        action_dim=net.action_dim,
+        hidden_dims=net.policy_hidden,
+        obs_hidden_dims=net.obs_hidden,
+        obs_embed_dim=net.obs_embed_dim,
+        time_dim=net.time_dim,
+    )
 
 
 class LWDAgent:
@@ -62,19 +113,14 @@ class LWDAgent:
 
     ``agent.update(state, batch, key) -> (state, metrics)`` and the same for ``sft_update``; both
     are ``jax.jit``-compiled once per agent. Keys are explicit: nothing reads global randomness.
+    ``update_fn`` / ``sft_update_fn`` are the same steps un-jitted, for callers that jit with
+    their own shardings (:mod:`lwd_learner.parallel`).
     """
 
     def __init__(self, config: LearnerConfig) -> None:
         self.config = config
         net, opt = config.network, config.optim
-        self.velocity = VelocityField(
-            horizon=net.horizon,
-            action_dim=net.action_dim,
-            hidden_dims=net.policy_hidden,
-            obs_hidden_dims=net.obs_hidden,
-            obs_embed_dim=net.obs_embed_dim,
-            time_dim=net.time_dim,
-        )
+        self.velocity = make_velocity_field(config)
         self.critic = Critic(
             hidden_dims=net.critic_hidden,
             obs_hidden_dims=net.obs_hidden,
@@ -93,17 +139,11 @@ class LWDAgent:
         self.critic_tx = optax.chain(
             optax.clip_by_global_norm(opt.critic_grad_clip), optax.adam(_cosine(opt.critic_lr, steps, frac))
         )
-        self.value_tx = optax.chain(
-            optax.clip_by_global_norm(opt.critic_grad_clip), optax.adam(_cosine(opt.value_lr, steps, frac))
-        )
-        self.policy_tx = optax.chain(
-            optax.clip_by_global_norm(opt.policy_grad_clip),
-            optax.adamw(_cosine(opt.policy_lr, steps, frac), weight_decay=opt.policy_weight_decay),
-        )
-        self.sft_tx = optax.chain(
-            optax.clip_by_global_norm(opt.policy_grad_clip),
-            optax.adamw(_cosine(opt.sft_lr, steps, frac), weight_decay=opt.policy_weight_decay),
-        )
+        self.value_tx = value_optimizer(config)
+        self.policy_tx = policy_optimizer(config)
+        self.sft_tx = sft_optimizer(config)
+        self.update_fn = self._update
+        self.sft_update_fn = self._sft_update
         self.update = jax.jit(self._update)
         self.sft_update = jax.jit(self._sft_update)
         self.sample_actions = jax.jit(self._sample_actions)
@@ -130,13 +170,31 @@ class LWDAgent:
             critic_opt=self.critic_tx.init(critic),
             value_opt=self.value_tx.init(value),
             sft_opt=self.sft_tx.init(reference),
+            tau_sum=jnp.zeros((), jnp.float32),
+            tau_count=jnp.zeros((), jnp.int32),
         )
 
     def start_rl(self, state: TrainState) -> TrainState:
-        """Alg. 1 line 3: freeze the SFT result as ``f_beta`` and start ``f_theta`` from it."""
+        """Alg. 1 line 3: freeze the SFT result as ``f_beta`` and start ``f_theta`` from it.
+
+        Also resets the run's tau statistics (:meth:`mean_tau`).
+        """
         return state.replace(
-            policy_params=state.reference_params, policy_opt=self.policy_tx.init(state.reference_params)
+            policy_params=state.reference_params,
+            policy_opt=self.policy_tx.init(state.reference_params),
+            tau_sum=jnp.zeros_like(state.tau_sum),
+            tau_count=jnp.zeros_like(state.tau_count),
         )
+
+    @staticmethod
+    def mean_tau(state: TrainState) -> float:
+        """Mean bootstrap tau over all RL updates since :meth:`start_rl` (NaN before the first).
+
+        Table III's constant-tau baseline sets ``tau_base`` (with ``tau_mode="constant"``) to this
+        value read at the end of the adaptive offline run.
+        """
+        count = int(state.tau_count)
+        return float(state.tau_sum) / count if count else float("nan")
 
     # ------------------------------------------------------------------ pieces
 
@@ -222,15 +280,22 @@ class LWDAgent:
         k_noise, k_steps = jax.random.split(key)
         noise = jax.random.normal(k_noise, actions.shape, actions.dtype)
         z_ref, reference_fn = self._embedded_velocity_fn(state.reference_params, obs)
-        steps = cfg.policy.flow_steps
-        targets = qam.adjoint_targets(reference_fn, q_fn, z_ref, noise, steps, cfg.policy.lam)
+        steps, schedule = cfg.policy.flow_steps, cfg.policy.noise_schedule
+        if schedule == "lwd":  # eq. 9 as written: deterministic rollout of f_beta
+            targets = qam.adjoint_targets(reference_fn, q_fn, z_ref, noise, steps, cfg.policy.lam)
+        else:  # memoryless SDE rollout of the current f_theta, lean adjoint of f_beta
+            z_pol, current_fn = self._embedded_velocity_fn(jax.lax.stop_gradient(state.policy_params), obs)
+            step_noise = jax.random.normal(jax.random.fold_in(key, 1), (steps, *actions.shape), actions.dtype)
+            targets = qam.memoryless_adjoint_targets(
+                current_fn, reference_fn, q_fn, z_pol, z_ref, noise, step_noise, cfg.policy.lam
+            )
         step_indices = None
         if cfg.policy.qam_loss_steps is not None:
             step_indices = jax.random.randint(k_steps, (cfg.policy.qam_loss_steps, obs.shape[0]), 0, steps)
 
         def policy_loss(params: Params) -> jax.Array:
             z, policy_fn = self._embedded_velocity_fn(params, obs)
-            return qam.adjoint_matching_loss(policy_fn, z, targets, step_indices)
+            return qam.adjoint_matching_loss(policy_fn, z, targets, step_indices, schedule)
 
         pi_loss, pi_grads = jax.value_and_grad(policy_loss)(state.policy_params)
         pi_updates, policy_opt = self.policy_tx.update(pi_grads, state.policy_opt, state.policy_params)
@@ -238,6 +303,8 @@ class LWDAgent:
 
         new_state = state.replace(
             step=state.step + 1,
+            tau_sum=state.tau_sum + b_metrics["tau_mean"].astype(state.tau_sum.dtype),
+            tau_count=state.tau_count + 1,
             policy_params=policy_params,
             critic_params=critic_params,
             target_critic_params=target_critic_params,

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flywheel": ("lwd_learner.flywheel.run", "the whole loop: services, ROS 2 sim fleet, learner (make demo)"),
     "coordinator": ("lwd_learner.coordinator.runner", "run the Coordinator service (--config FILE)"),
     "status-page": ("lwd_learner.status_page", "serve the read-only fleet status web page"),
+    "bench": ("lwd_learner.bench_learning", "benchmarks: `lwd bench learning --profile quick|cpu`"),
     "admin": ("lwd_learner.admin", "push, roll back, list policies; show fleet status"),
 }
 

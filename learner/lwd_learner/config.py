@@ -23,8 +23,10 @@ Our choices where the paper is silent or its numbers target a 3B-parameter VLA:
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 ValueMode = Literal["divl", "expectile"]
 TauMode = Literal["adaptive", "constant"]
@@ -82,6 +84,16 @@ class PolicyConfig:
     # all ``flow_steps`` (eq. 9's mean exactly). M = 3 is an unbiased estimate of the same mean
     # and brings the full CPU update from ~7/s to ~10/s at batch 256 (learner/bench/results/).
     qam_loss_steps: int | None = 3
+    # QAM noise schedule sigma_w (see lwd_learner.qam): "lwd" (default) is the paper's eq. 9,
+    # sigma = sqrt(2 (1 - w) w) on a deterministic rollout of the frozen reference; "memoryless" is
+    # Adjoint Matching's / the QAM reference's sigma = sqrt(2 (1 - w) / w) on SDE rollouts of the
+    # current policy (fixed point: the exact tilt of eq. 8). ~15% more CPU per update (default
+    # CPU model, batch 256: 4.4 vs 5.1 updates per CPU-second).
+    noise_schedule: Literal["lwd", "memoryless"] = "lwd"
+
+    def __post_init__(self) -> None:
+        if self.noise_schedule not in ("lwd", "memoryless"):
+            raise ValueError(f"PolicyConfig.noise_schedule must be 'lwd' or 'memoryless', got {self.noise_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,60 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class HGDAggerConfig:
+    """HG-DAgger baseline (App. C1): flow-matching BC on intervention and successful-episode samples.
+
+    Per-sample weight: ``intervention_weight`` if the sample is a human intervention, else
+    ``success_weight`` if its episode succeeded, else 0 (autonomous samples of failed episodes
+    are not imitated). The loss is the weighted mean over the batch (sum of weighted losses over
+    the sum of weights). Equal weights (the default) treat every kept sample alike, as
+    aggregating intervention segments and successful rollouts into one BC buffer does.
+    """
+
+    intervention_weight: float = 1.0
+    success_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RecapConfig:
+    """RECAP baseline (App. C1, following pi*0.6): advantage-conditioned flow-matching BC.
+
+    - ``positive_fraction``: the global advantage threshold is the (1 - 0.3) quantile, so 30% of
+      transitions are labelled positive (App. C1). Trained online, the threshold is an EMA (rate
+      ``threshold_ema``) of per-batch quantiles; a batch key ``positive`` overrides the labels
+      with ones computed over the whole dataset (see :mod:`lwd_learner.baselines.recap`).
+    - ``value_target``: ``"mc"`` (RECAP: Monte-Carlo return-to-go, batch key ``return_to_go``)
+      or ``"td"`` (``reward + discount * E[V_target(next_obs)]``, for data without returns).
+    - ``label_dropout``: probability of replacing the indicator by "none" during training so the
+      same network is also an unconditional policy (needed for CFG). Our choice: 0.3.
+    - ``cfg_weight``: inference velocity ``v_none + w (v_positive - v_none)``; 1.0 means plain
+      conditioning on "positive" (one network pass per Euler step).
+    - ``intervention_positive``: human interventions/corrections are positive regardless of their
+      advantage (eq. 36, ``c_t = 1``).
+    - ``value_warmup_steps``: updates that train only the value model before the policy starts
+      (RECAP fits the value model before labelling).
+    """
+
+    positive_fraction: float = 0.3
+    value_target: Literal["mc", "td"] = "mc"
+    label_dropout: float = 0.3
+    cfg_weight: float = 1.0
+    threshold_ema: float = 0.01
+    intervention_positive: bool = True
+    value_warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.positive_fraction < 1.0:
+            raise ValueError(f"RecapConfig.positive_fraction must be in (0, 1), got {self.positive_fraction}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"RecapConfig.label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.value_target not in ("mc", "td"):
+            raise ValueError(f"RecapConfig.value_target must be 'mc' or 'td', got {self.value_target!r}")
+        if not 0.0 < self.threshold_ema <= 1.0:
+            raise ValueError(f"RecapConfig.threshold_ema must be in (0, 1], got {self.threshold_ema}")
+
+
+@dataclass(frozen=True)
 class LearnerConfig:
     """Everything the agent needs; build stage-specific variants with :meth:`offline` / :meth:`online`."""
 
@@ -107,6 +173,34 @@ class LearnerConfig:
     value: ValueConfig = ValueConfig()
     policy: PolicyConfig = PolicyConfig()
     optim: OptimConfig = OptimConfig()
+    hg_dagger: HGDAggerConfig = HGDAggerConfig()
+    recap: RecapConfig = RecapConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready nested dict (tuples become lists); inverse of :meth:`from_dict`."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, Any]]) -> LearnerConfig:
+        """Rebuild a config from :meth:`to_dict` output (e.g. a checkpoint's metadata).
+
+        Sections or fields missing from ``data`` keep their defaults; unknown ones raise
+        ``ValueError`` naming them, so a checkpoint from an incompatible version fails loudly.
+        """
+        sections = typing.get_type_hints(cls)
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ValueError(f"LearnerConfig.from_dict: unknown sections {sorted(unknown)}")
+        built = {}
+        for name, section_cls in sections.items():
+            fields = data.get(name, {})
+            hints = typing.get_type_hints(section_cls)
+            bad = set(fields) - set(hints)
+            if bad:
+                raise ValueError(f"LearnerConfig.from_dict: unknown fields {sorted(bad)} in section {name!r}")
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+            built[name] = section_cls(**kwargs)
+        return cls(**built)
 
     @property
     def gamma_chunk(self) -> float:

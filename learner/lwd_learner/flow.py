@@ -32,6 +32,19 @@ def interpolate(noise: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array
     return (1.0 - w) * noise + w * actions
 
 
+def per_sample_flow_matching_loss(
+    velocity_fn: VelocityFn, obs: jax.Array, actions: jax.Array, noise: jax.Array, w: jax.Array
+) -> jax.Array:
+    """``||f(s, a^w, w) - (a^1 - a^0)||^2`` per sample, summed over the chunk ``(H, A)``; ``(B,)``.
+
+    The per-sample form lets weighted BC baselines (HG-DAgger, RECAP) reuse the exact SFT loss.
+    Arguments as in :func:`flow_matching_loss`.
+    """
+    a_w = interpolate(noise, actions, w)
+    residual = velocity_fn(obs, a_w, w) - (actions - noise)
+    return jnp.sum(jnp.square(residual), axis=tuple(range(1, residual.ndim)))
+
+
 def flow_matching_loss(
     velocity_fn: VelocityFn, obs: jax.Array, actions: jax.Array, noise: jax.Array, w: jax.Array
 ) -> jax.Array:
@@ -46,9 +59,7 @@ def flow_matching_loss(
         noise: ``(B, H, A)`` standard normal ``a^0``.
         w: ``(B,)`` flow times in [0, 1].
     """
-    a_w = interpolate(noise, actions, w)
-    residual = velocity_fn(obs, a_w, w) - (actions - noise)
-    return jnp.mean(jnp.sum(jnp.square(residual), axis=tuple(range(1, residual.ndim))))
+    return jnp.mean(per_sample_flow_matching_loss(velocity_fn, obs, actions, noise, w))
 
 
 def sample_flow_times(key: jax.Array, batch: int) -> jax.Array:

@@ -10,6 +10,8 @@ low-dimensional observation (the simulator's privileged state, or a precomputed 
   the chunk, fed to TWO scalar Q heads (clipped double-Q; the min is used for targets).
 - :class:`ValueNet`: obs embedding to ``K = 201`` categorical logits (DIVL) or one scalar
   (expectile baseline).
+- :class:`IndicatorConditionedVelocityField`: the velocity field plus an advantage-indicator
+  input for the RECAP baseline, wrapping an unchanged :class:`VelocityField`.
 
 Attention is written as Dense + einsum (no ``MultiHeadDotProductAttention``) so the modules stay
 easy to export and inspect.
@@ -102,6 +104,63 @@ class VelocityField(nn.Module):
 
     def __call__(self, obs: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array:
         return self.velocity(self.embed(obs), actions, w)
+
+
+# Advantage-indicator classes of :class:`IndicatorConditionedVelocityField` (RECAP baseline).
+INDICATOR_NULL = 0  # "no indicator": the unconditional branch (label dropout, CFG)
+INDICATOR_NEGATIVE = 1
+INDICATOR_POSITIVE = 2
+NUM_INDICATORS = 3
+
+
+class IndicatorConditionedVelocityField(nn.Module):
+    """:class:`VelocityField` plus a learned advantage-indicator embedding (RECAP-style policy).
+
+    The LWD velocity field is the submodule ``base``, unchanged: its parameters sit under
+    ``params["base"]`` with exactly the :class:`VelocityField` tree, so the reference policy's
+    parameters drop in as they are (:meth:`from_base_params`) and the LWD policy keeps its own
+    parameters and call signature. The indicator (``INDICATOR_NULL / NEGATIVE / POSITIVE``,
+    int ``(B,)``) is embedded and ADDED to the observation embedding ``z``; the embedding table
+    starts at zero, so a freshly built conditioned policy equals the reference for every label.
+    """
+
+    horizon: int
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256, 256)
+    obs_hidden_dims: Sequence[int] = (256,)
+    obs_embed_dim: int = 256
+    time_dim: int = 64
+
+    def setup(self) -> None:
+        self.base = VelocityField(
+            horizon=self.horizon,
+            action_dim=self.action_dim,
+            hidden_dims=self.hidden_dims,
+            obs_hidden_dims=self.obs_hidden_dims,
+            obs_embed_dim=self.obs_embed_dim,
+            time_dim=self.time_dim,
+        )
+        self.indicator_embedding = nn.Embed(
+            NUM_INDICATORS, self.obs_embed_dim, embedding_init=nn.initializers.zeros_init()
+        )
+
+    def embed(self, obs: jax.Array, indicator: jax.Array) -> jax.Array:
+        """Conditioned embedding ``z + e(indicator)``, ``(B, obs_embed_dim)``."""
+        return self.base.embed(obs) + self.indicator_embedding(indicator)
+
+    def velocity(self, z: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array:
+        """Velocity from a conditioned embedding (the base field's trunk)."""
+        return self.base.velocity(z, actions, w)
+
+    def __call__(self, obs: jax.Array, actions: jax.Array, w: jax.Array, indicator: jax.Array) -> jax.Array:
+        return self.velocity(self.embed(obs, indicator), actions, w)
+
+    @staticmethod
+    def from_base_params(base_params: dict, conditioned_params: dict) -> dict:
+        """``conditioned_params`` with its ``base`` subtree replaced by a :class:`VelocityField` tree."""
+        inner = dict(conditioned_params["params"])
+        inner["base"] = base_params["params"]
+        return {**conditioned_params, "params": inner}
 
 
 class TemporalAttentionPool(nn.Module):

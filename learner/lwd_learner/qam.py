@@ -36,12 +36,31 @@ Domingo-Enrich et al. 2024, "Adjoint Matching"):
   written. Its fixed point is ``f_theta = f_beta + (1 - w) w grad_{a^w} Q(s, a^1(a^w)) / lambda``
   on the reference's paths: critic-gradient guidance of the reference flow that keeps samples
   near its support, rather than the exact tilt of eq. 8.
+
+Memoryless option (``PolicyConfig.noise_schedule = "memoryless"``; default ``"lwd"`` above).
+Adjoint Matching's memoryless SDE of the linear interpolant (w = 0 noise), as in the QAM
+reference: drift ``b = 2 f - a / w``, noise ``sigma(w) = sqrt(2 (1 - w) / w)``; trajectories
+are sampled from the CURRENT policy ``f_theta`` (stop-gradient), the lean adjoint runs with the
+reference drift ``b_beta = 2 f_beta - a / w`` along them, and the same regression
+``||2 (f_theta - f_beta) / sigma + sigma g||^2`` is fitted, whose fixed point (in continuous
+time) is the exact tilt ``pi_beta exp(Q / lambda)`` of eq. 8. Both ``-a/w`` and ``sigma`` blow up at ``w = 0``, so
+the SDE is stepped with an exponential integrator (exact in the linear part, ``f`` frozen over
+a step; see :func:`memoryless_step`): with ``u = w a``, ``du = 2 w f dw + w sigma dB``, so
+
+    a_{k+1} = (w_k a_k + (w_{k+1}^2 - w_k^2) f_k + s_k eps_k) / w_{k+1},
+    s_k^2 = (w_{k+1}^2 - w_k^2) - 2/3 (w_{k+1}^3 - w_k^3),
+
+which is finite at ``w_0 = 0`` (and forgets ``a_0`` there except through ``f``: memoryless).
+The adjoint is this map's exact discrete adjoint with ``f = f_beta``:
+``g_k = (w_k / w_{k+1}) g_{k+1} + ((w_{k+1}^2 - w_k^2) / w_{k+1}) (d f_beta / d a_k)^T g_{k+1}``
+(continuum limit ``dg/dw = -(2 J^T - I / w) g``, AM's lean adjoint). ``sigma`` in the loss is
+again taken at the interval midpoints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,9 +87,56 @@ class AdjointTargets(NamedTuple):
     terminal_actions: jax.Array
 
 
+NoiseSchedule = Literal["lwd", "memoryless"]
+
+
 def sigma(w: jax.Array) -> jax.Array:
     """LWD noise scale ``sigma_w = sqrt(2 (1 - w) w)`` (eq. 9)."""
     return jnp.sqrt(2.0 * (1.0 - w) * w)
+
+
+def memoryless_sigma(w: jax.Array) -> jax.Array:
+    """Memoryless noise scale of the linear interpolant ``sqrt(2 (1 - w) / w)`` (Adjoint Matching / QAM)."""
+    return jnp.sqrt(2.0 * (1.0 - w) / w)
+
+
+def schedule_sigma(schedule: NoiseSchedule, w: jax.Array) -> jax.Array:
+    """``sigma`` of the named schedule."""
+    if schedule == "lwd":
+        return sigma(w)
+    if schedule == "memoryless":
+        return memoryless_sigma(w)
+    raise ValueError(f"unknown QAM noise schedule {schedule!r}; use 'lwd' or 'memoryless'")
+
+
+def memoryless_step(
+    actions: jax.Array, velocity: jax.Array, w: jax.Array, w_next: jax.Array, eps: jax.Array
+) -> jax.Array:
+    """One exponential-integrator step of the memoryless SDE from ``w`` to ``w_next`` (module docstring)."""
+    d2 = w_next**2 - w**2
+    std = jnp.sqrt(jnp.maximum(d2 - (2.0 / 3.0) * (w_next**3 - w**3), 0.0))
+    return (w * actions + d2 * velocity + std * eps) / w_next
+
+
+def memoryless_trajectory(
+    velocity_fn: VelocityFn, cond: jax.Array, noise: jax.Array, step_noise: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Memoryless-SDE rollout of ``velocity_fn`` from ``noise``; ``step_noise (N, B, H, A)`` drives the steps.
+
+    Returns ``states (N + 1, B, H, A)`` and ``times (N,)`` like :func:`lwd_learner.flow.euler_trajectory`.
+    """
+    num_steps = step_noise.shape[0]
+    step = 1.0 / num_steps
+    times = jnp.arange(num_steps, dtype=noise.dtype) * step
+
+    def body(actions: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        w_k, eps = inputs
+        w = jnp.zeros_like(actions[:, 0, 0]) + w_k
+        nxt = memoryless_step(actions, velocity_fn(cond, actions, w), w_k, w_k + step, eps)
+        return nxt, nxt
+
+    _, rest = jax.lax.scan(body, noise, (times, step_noise))
+    return jnp.concatenate([noise[None], rest], axis=0), times
 
 
 def terminal_adjoint(q_fn: QFn, actions: jax.Array, lam: float) -> jax.Array:
@@ -130,13 +196,55 @@ def adjoint_targets(
     )
 
 
+def memoryless_adjoint_targets(
+    policy_fn: VelocityFn,
+    reference_fn: VelocityFn,
+    q_fn: QFn,
+    policy_cond: jax.Array,
+    reference_cond: jax.Array,
+    noise: jax.Array,
+    step_noise: jax.Array,
+    lam: float,
+) -> AdjointTargets:
+    """Targets of the memoryless schedule: SDE rollout of the CURRENT policy, lean adjoint of ``f_beta``.
+
+    ``step_noise (N, B, H, A)`` are the standard normal SDE increments (``N`` = flow steps).
+    ``reference_velocity`` holds ``f_beta`` at the policy's grid points (the primal of the VJPs).
+    """
+    path, times = memoryless_trajectory(policy_fn, policy_cond, noise, step_noise)
+    path = jax.lax.stop_gradient(path)
+    g_terminal = terminal_adjoint(q_fn, path[-1], lam)
+    step = 1.0 / times.shape[0]
+
+    def body(g_next: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        a_k, w_k = inputs
+        w = jnp.zeros_like(a_k[:, 0, 0]) + w_k
+        f_k, vjp = jax.vjp(lambda a: reference_fn(reference_cond, a, w), a_k)
+        w_next = w_k + step
+        g_k = (w_k / w_next) * g_next + ((w_next**2 - w_k**2) / w_next) * vjp(g_next)[0]
+        return g_k, (g_k, f_k)
+
+    _, (adjoints, reference_velocity) = jax.lax.scan(body, g_terminal, (path[:-1], times), reverse=True)
+    return AdjointTargets(
+        states=path[:-1],
+        times=times,
+        reference_velocity=jax.lax.stop_gradient(reference_velocity),
+        adjoints=jax.lax.stop_gradient(adjoints),
+        terminal_actions=path[-1],
+    )
+
+
 def adjoint_matching_loss(
-    policy_fn: VelocityFn, cond: jax.Array, targets: AdjointTargets, step_indices: jax.Array | None = None
+    policy_fn: VelocityFn,
+    cond: jax.Array,
+    targets: AdjointTargets,
+    step_indices: jax.Array | None = None,
+    schedule: NoiseSchedule = "lwd",
 ) -> jax.Array:
     """QAM regression (eq. 9): mean over steps and batch of ``||2 f_delta / sigma + sigma g||^2``.
 
-    ``sigma`` is evaluated at the Euler interval midpoints ``w_k + h / 2`` (see module docstring).
-    Only ``policy_fn`` receives gradients.
+    ``sigma`` (of ``schedule``) is evaluated at the interval midpoints ``w_k + h / 2`` (see module
+    docstring). Only ``policy_fn`` receives gradients.
 
     Args:
         policy_fn: the trained flow ``f_theta``.
@@ -157,7 +265,7 @@ def adjoint_matching_loss(
     states, ref_v, adjoints = gather(targets.states), gather(targets.reference_velocity), gather(targets.adjoints)
     times = targets.times[step_indices]  # (M, B)
     policy_velocity = jax.vmap(lambda a, w: policy_fn(cond, a, w))(states, times)
-    sig = sigma(times + 0.5 / num_steps).reshape(times.shape + (1,) * (states.ndim - 2))
+    sig = schedule_sigma(schedule, times + 0.5 / num_steps).reshape(times.shape + (1,) * (states.ndim - 2))
     residual = 2.0 * (policy_velocity - ref_v) / sig + sig * adjoints
     per_sample = jnp.sum(jnp.square(residual), axis=tuple(range(2, residual.ndim)))  # (M, B)
     return jnp.mean(per_sample)

@@ -1,0 +1,123 @@
+"""Learning benchmark plumbing: mean +- s.e., table shapes, orderings, the method registry hook and a
+micro run that writes JSON + markdown with the command and commit."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from lwd_learner import bench_learning as bench
+from lwd_learner.evaluate import EvalResult, TaskEval
+from lwd_learner.stages import OfflineConfig, OnlineConfig, SFTConfig
+
+
+def _eval(values: dict[str, float]) -> EvalResult:
+    per_task = {}
+    for task, value in values.items():
+        long = task == "gongfu_tea"
+        per_task[task] = TaskEval(
+            task,
+            "long_horizon" if long else "grocery",
+            "score" if long else "success",
+            value,
+            value,
+            value,
+            4,
+            10.0,
+            12.0,
+        )
+    return EvalResult(per_task)
+
+
+def test_mean_se_matches_statistics() -> None:
+    values = [0.2, 0.5, 0.9, 0.4]
+    mean, se, n = bench.mean_se(values)
+    assert mean == pytest.approx(statistics.mean(values))
+    assert se == pytest.approx(statistics.stdev(values) / math.sqrt(4))
+    assert n == 4
+    assert bench.mean_se([0.3, float("nan")])[2] == 1 and math.isnan(bench.mean_se([0.3])[1])
+    assert bench.fmt([0.25, 0.75]) == "0.50 ± 0.25"
+
+
+def test_tables_and_orderings() -> None:
+    tasks = ("restocking", "gongfu_tea")
+    rows = {
+        "SFT": [_eval({"restocking": 0.5, "gongfu_tea": 0.2}), _eval({"restocking": 0.7, "gongfu_tea": 0.4})],
+        "LWD (Offline)": [_eval({"restocking": 0.8, "gongfu_tea": 0.5})] * 2,
+        "LWD (Online)": [_eval({"restocking": 0.9, "gongfu_tea": 0.7})] * 2,
+        "Expectile (Offline)": [_eval({"restocking": 0.8, "gongfu_tea": 0.6})] * 2,
+        "Expectile (Online)": [_eval({"restocking": 0.8, "gongfu_tea": 0.6})] * 2,
+        "LWD Offline, constant tau": [_eval({"restocking": 0.8, "gongfu_tea": 0.5})] * 2,
+    }
+    tables = bench.build_tables(rows, tasks, constant_tau=0.52)
+    t1 = tables["aggregate"]["table1"]
+    assert list(t1) == ["SFT", "LWD (Offline)", "LWD (Online)"]
+    assert t1["SFT"]["average"]["mean"] == pytest.approx((0.35 + 0.55) / 2)
+    assert t1["SFT"]["gongfu_tea"]["se"] == pytest.approx(0.1)
+    assert "| SFT | 0.60 ± 0.10 | 0.30 ± 0.10 |" in tables["markdown"]["table1"]
+    t2 = tables["aggregate"]["table2"]
+    assert t2["Expectile Regression"]["long_horizon_offline"]["mean"] == pytest.approx(0.6)
+    assert t2["DIVL (Ours)"]["grocery_online"]["mean"] == pytest.approx(0.9)
+    assert "τ = 0.520" in tables["markdown"]["table3"]
+    checks = {c["claim"]: c["holds"] for c in bench.orderings(rows, tasks)}
+    assert checks["LWD (Online) > SFT on the long-horizon average"]
+    assert not checks["DIVL > expectile, offline, long-horizon"]  # 0.5 vs 0.6: reported, not hidden
+    assert checks["adaptive τ ≥ constant τ (offline average)"]
+
+
+def test_register_subcommand() -> None:
+    parser = argparse.ArgumentParser(prog="lwd bench")
+    sub = parser.add_subparsers()
+    bench.register(sub)
+    args = parser.parse_args(["learning", "--profile", "cpu", "--seeds", "4", "--methods", "sft", "lwd"])
+    assert args.profile == "cpu" and args.seeds == 4 and args.methods == ["sft", "lwd"] and callable(args.func)
+    assert set(bench.PROFILES) >= {"quick", "cpu"}
+    with pytest.raises(ValueError, match="unknown method"):
+        bench.run("quick", methods=["nope"])
+
+
+def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
+    """Data generation -> MCAP -> replay -> SFT per seed -> a plugged-in method -> result files."""
+    seen = []
+
+    def constant_method(ctx: bench.MethodContext) -> bench.MethodResult:
+        seen.append((ctx.seed, ctx.sft_log.updates, len(ctx.offline), ctx.normalizer.obs_dim))
+        value = 0.25 if ctx.seed == 0 else 0.75
+        return bench.MethodResult(rows={"LWD (Online)": _eval({"restocking": value})})
+
+    monkeypatch.setitem(bench.METHODS, "constant_test", constant_method)
+    profile = dataclasses.replace(
+        bench.PROFILES["quick"],
+        name="micro",
+        tasks=("restocking",),
+        episodes_per_task=3,
+        seeds=2,
+        network=dataclasses.replace(bench.PROFILES["quick"].network, policy_hidden=(8,), obs_hidden=(8,)),
+        flow_steps=2,
+        sft=SFTConfig(num_updates=2, batch_size=4, log_every=1),
+        offline=OfflineConfig(num_updates=1, batch_size=4),
+        online=OnlineConfig(num_rounds=1, updates_per_round=1, batch_size=4),
+        eval_episodes_per_task=1,
+        max_steps=30,
+        methods=("sft", "constant_test"),
+    )
+    report = bench.run(profile, out_dir=tmp_path, command="pytest micro run", log=lambda _: None)
+    assert [s[0] for s in seen] == [0, 1] and all(s[1] == 2 and s[2] > 0 for s in seen)
+    assert report["command"] == "pytest micro run" and len(report["git"]["commit"]) in (40, 7)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tables"]["table1"]["LWD (Online)"]["restocking"]["mean"] == pytest.approx(0.5)
+    assert saved["tables"]["table1"]["LWD (Online)"]["restocking"]["se"] == pytest.approx(0.25)
+    assert saved["tables"]["table1"]["SFT"]["restocking"]["n"] == 2
+    markdown = (tmp_path / "results.md").read_text()
+    assert "pytest micro run" in markdown and "| LWD (Online) | 0.50 ± 0.25 |" in markdown
+    assert np.isfinite(saved["speed"]["sft/sft"]["updates_per_s"][0])

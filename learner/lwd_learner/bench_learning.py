@@ -108,11 +108,10 @@ _TINY = NetworkConfig(
     pool_dim=16,
     pool_heads=2,
 )
-# The velocity MLP must be wider than the flattened chunk (H x A = 480): a narrower trunk cannot
-# carry the noisy chunk through to the velocity and flow BC stalls (measured: sample MSE 0.65 of
-# the action variance after 4.5k SFT updates at width 256, 0.06 after 3k at width 768).
+# The velocity field's linear chunk skip (networks.VelocityField) lets a 256-wide trunk fit the
+# 480-D chunks (without it: sample MSE 0.65 of the action variance after 4.5k SFT updates).
 _SMALL = NetworkConfig(
-    policy_hidden=(512, 512, 512),
+    policy_hidden=(256, 256, 256),
     critic_hidden=(256, 256),
     value_hidden=(256,),
     obs_hidden=(256,),

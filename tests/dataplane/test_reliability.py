@@ -32,6 +32,10 @@ from pathlib import Path
 
 import pytest
 
+if __name__ == "__main__":  # started by the test as a robot/uplink process: make tests/helpers importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.dataplane import wait_until
+
 HERE = Path(__file__).resolve().parent
 SEED = 6_0707
 ROBOTS = ("robot_01", "robot_02", "robot_03")
@@ -61,7 +65,7 @@ def run_producer(cfg: dict) -> None:
     As on a real robot they are separate (here threads, there processes): the control loop never
     waits for the disk, the recorder's fsyncs never stall it.
     """
-    from conftest import write_episode
+    from helpers.dataplane import write_episode
 
     stop = _stop_event()
     spool, status = Path(cfg["spool"]), Path(cfg["status"])
@@ -178,8 +182,6 @@ def _wait_log(proc, text: str, timeout_s: float) -> None:
 
 @pytest.mark.slow
 def test_kill9_chaos_every_episode_committed_exactly_once(tmp_path):
-    from conftest import wait_until
-
     from lwd_learner.coordinator import CoordinatorConfig, SqliteSnapshotReader
     from lwd_learner.coordinator.runner import write_config
     from lwd_learner.localstack import ManagedProcess, MosquittoBroker, MqttIdentity, S3Identity, SeaweedS3
@@ -425,7 +427,6 @@ def test_kill9_chaos_every_episode_committed_exactly_once(tmp_path):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     role, config_path = sys.argv[1], Path(sys.argv[2])
     config = json.loads(config_path.read_text())
     {"producer": run_producer, "uplink": run_uplink}[role](config)

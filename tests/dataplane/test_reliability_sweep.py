@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import make_coordinator, mqtt_ep, uid, wait_until, write_episode
+from helpers.dataplane import make_coordinator, mqtt_ep, uid, wait_until, write_episode
 
 from lwd_learner.coordinator import Coordinator
 from lwd_learner.localstack import S3Identity, SeaweedS3

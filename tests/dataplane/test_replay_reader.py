@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import make_coordinator, make_uplink, mqtt_ep, s3_ep, uid, wait_until, write_episode
+from helpers.dataplane import make_coordinator, make_uplink, mqtt_ep, s3_ep, uid, wait_until, write_episode
 
 from lwd_learner.coordinator import EpisodeRecord, SqliteSnapshotReader, SqliteSnapshotStore
 from lwd_learner.localstack import MosquittoBroker, MqttIdentity, S3Identity, SeaweedS3

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
-from conftest import make_coordinator, make_uplink, uid, wait_until, write_episode
+from helpers.dataplane import make_coordinator, make_uplink, uid, wait_until, write_episode
 
 from lwd_fleet.uplink import SpoolFullError
 from lwd_learner.coordinator import Coordinator, SqliteSnapshotStore

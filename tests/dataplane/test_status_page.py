@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import make_uplink, mqtt_ep, uid, wait_until, write_episode
+from helpers.dataplane import make_uplink, mqtt_ep, uid, wait_until, write_episode
 
 from lwd_learner.coordinator.snapshot_store import SqliteSnapshotReader
 from lwd_learner.status_page import StatusPage, fleet_status

@@ -28,7 +28,8 @@ def _watch(broker, topic: str):
     """An admin subscriber on `topic`; returns (client, queue of received topics)."""
     client = _connected(broker, "admin")
     got: queue.Queue = queue.Queue()
-    client.on_message = lambda c, u, msg: got.put((msg.topic, msg.payload))
+    # live messages only: retained ones (e.g. other tests' snapshot pointer on the shared broker) are history
+    client.on_message = lambda c, u, msg: None if msg.retain else got.put((msg.topic, msg.payload))
     done = threading.Event()
     client.on_subscribe = lambda *a: done.set()
     client.subscribe(topic, qos=1)

@@ -10,12 +10,12 @@ policy state between tests (topic and bucket names are fixed by the protocol).
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from helpers.dataplane import wait_until  # noqa: F401  (re-exported for the policy tests)
 from lwd_fleet.policy_sync import PolicySync, PolicySyncConfig
 from lwd_learner.publish import PolicyPublisher, PublisherConfig
 from lwd_protocol.manifest import ActionSpec, Normalization, ObservationSpec, PolicyManifest, file_entry
@@ -162,15 +162,6 @@ def clear_policy_plane(broker, store) -> None:
     s3 = store.client("admin")
     for obj in s3.list_objects(POLICIES_BUCKET, recursive=True):
         s3.remove_object(POLICIES_BUCKET, obj.object_name)
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every_s)
-    return pred()
 
 
 def ready_with(sync: PolicySync, version: int) -> Callable[[], bool]:

@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.learner_batches import TINY_NETWORK, random_batch
 
 from lwd_learner import divl
 from lwd_learner.baselines import RecapMethod, advantage_threshold
-from lwd_learner.config import LearnerConfig, NetworkConfig, OptimConfig, PolicyConfig, RecapConfig
+from lwd_learner.config import LearnerConfig, OptimConfig, PolicyConfig, RecapConfig
 from lwd_learner.networks import (
     INDICATOR_NEGATIVE,
     INDICATOR_NULL,
@@ -20,19 +21,7 @@ from lwd_learner.networks import (
     VelocityField,
 )
 
-SMALL = NetworkConfig(
-    obs_dim=6,
-    horizon=4,
-    action_dim=3,
-    policy_hidden=(32, 32),
-    critic_hidden=(32,),
-    value_hidden=(32,),
-    obs_hidden=(32,),
-    obs_embed_dim=16,
-    time_dim=16,
-    pool_dim=16,
-    pool_heads=2,
-)
+SMALL = TINY_NETWORK
 B = 20
 
 
@@ -41,17 +30,7 @@ def _config(**overrides: object) -> LearnerConfig:
 
 
 def _batch(key: jax.Array, size: int = B) -> dict[str, jax.Array]:
-    k = jax.random.split(key, 8)
-    return {
-        "obs": jax.random.normal(k[0], (size, SMALL.obs_dim)),
-        "actions": jax.random.normal(k[1], (size, SMALL.horizon, SMALL.action_dim)),
-        "next_obs": jax.random.normal(k[2], (size, SMALL.obs_dim)),
-        "reward": (jax.random.uniform(k[3], (size,)) < 0.3).astype(jnp.float32),
-        "discount": jnp.where(jax.random.uniform(k[4], (size,)) < 0.2, 0.0, 0.99),
-        "intervention": jax.random.uniform(k[5], (size,)) < 0.25,
-        "success": jax.random.uniform(k[6], (size,)) < 0.5,
-        "return_to_go": jax.random.uniform(k[7], (size,)),
-    }
+    return random_batch(key, SMALL, size)
 
 
 def _leaves_equal(a: object, b: object) -> bool:

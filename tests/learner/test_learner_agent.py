@@ -8,37 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.learner_batches import TINY_NETWORK, random_batch
 
 from lwd_learner import divl, qam
 from lwd_learner.agent import LWDAgent
 from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig, ValueConfig
 from lwd_learner.networks import Critic, ValueNet, VelocityField, param_count
 
-SMALL = NetworkConfig(
-    obs_dim=6,
-    horizon=4,
-    action_dim=3,
-    policy_hidden=(32, 32),
-    critic_hidden=(32,),
-    value_hidden=(32,),
-    obs_hidden=(32,),
-    obs_embed_dim=16,
-    time_dim=16,
-    pool_dim=16,
-    pool_heads=2,
-)
+SMALL = TINY_NETWORK
 B = 16
 
 
 def _batch(key: jax.Array, net: NetworkConfig) -> dict[str, jax.Array]:
-    k = jax.random.split(key, 5)
-    return {
-        "obs": jax.random.normal(k[0], (B, net.obs_dim)),
-        "actions": jax.random.normal(k[1], (B, net.horizon, net.action_dim)),
-        "next_obs": jax.random.normal(k[2], (B, net.obs_dim)),
-        "reward": (jax.random.uniform(k[3], (B,)) < 0.3).astype(jnp.float32),
-        "discount": jnp.where(jax.random.uniform(k[4], (B,)) < 0.2, 0.0, 0.99),
-    }
+    return random_batch(key, net, B, flags=False)
 
 
 def _leaves_equal(a, b) -> bool:

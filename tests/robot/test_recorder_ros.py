@@ -152,7 +152,9 @@ class RobotPeer:
 
     def tick(self, t: int, source: int = 0, version: int = 1, images: bool = True) -> None:
         self.observe(t, images)
-        self.spin_until(lambda: False, 0.006)  # the observation goes out before the action, as on a robot
+        # the observation goes out before the action, as on a robot; DDS does not order across topics,
+        # so give it a margin that holds on a loaded 2-core machine
+        self.spin_until(lambda: False, 0.05)
         self.act(t, source, version)
         self.spin_until(lambda: False, 0.02)
 

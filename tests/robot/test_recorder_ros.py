@@ -305,7 +305,7 @@ def test_spool_limit_stops_recording_with_a_reason(peer, ros_env, tmp_path):
         stop(proc)
     ep = read_episode(spool / f"{eid}.mcap")
     assert "stopped early: spool limit" in ep.end.note and ep.end.outcome is Outcome.UNKNOWN
-    assert 0 < ep.num_steps < t
+    assert 0 < ep.num_steps <= t  # the cut can land on the last tick the test sent before it saw ENDED
 
 
 def _limit_file_size(limit: int):

@@ -9,37 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.learner_batches import TINY_NETWORK, random_batch
 
 from lwd_learner.baselines import LWDMethod, SFTMethod
 from lwd_learner.checkpoint import Checkpointer, config_differences
-from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig, ValueConfig
+from lwd_learner.config import LearnerConfig, PolicyConfig, ValueConfig
 
-SMALL = NetworkConfig(
-    obs_dim=6,
-    horizon=4,
-    action_dim=3,
-    policy_hidden=(32, 32),
-    critic_hidden=(32,),
-    value_hidden=(32,),
-    obs_hidden=(32,),
-    obs_embed_dim=16,
-    time_dim=16,
-    pool_dim=16,
-    pool_heads=2,
-)
+SMALL = TINY_NETWORK
 CONFIG = LearnerConfig(network=SMALL, policy=PolicyConfig(flow_steps=2, qam_loss_steps=1))
 B = 16
 
 
 def _batch(step: int) -> dict[str, jax.Array]:
-    k = jax.random.split(jax.random.key(1000 + step), 5)
-    return {
-        "obs": jax.random.normal(k[0], (B, SMALL.obs_dim)),
-        "actions": jax.random.normal(k[1], (B, SMALL.horizon, SMALL.action_dim)),
-        "next_obs": jax.random.normal(k[2], (B, SMALL.obs_dim)),
-        "reward": (jax.random.uniform(k[3], (B,)) < 0.3).astype(jnp.float32),
-        "discount": jnp.where(jax.random.uniform(k[4], (B,)) < 0.2, 0.0, 0.99),
-    }
+    return random_batch(jax.random.key(1000 + step), SMALL, B, flags=False)
 
 
 def _run(method: LWDMethod, state, key: jax.Array, steps: range) -> tuple[object, jax.Array, list[dict]]:

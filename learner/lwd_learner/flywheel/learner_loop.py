@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -67,7 +68,7 @@ class EpisodeLogRow:
     success: bool
     policy_version: int
     steps: int
-    intervention_steps: int
+    human_steps: int  # steps a person (or the sim's virtual teleoperator) drove, incl. episodes with no policy
     ingest_latency_s: float  # committed on the robot -> in a committed snapshot the learner can read
     snapshot: int
     received_at: float
@@ -120,8 +121,6 @@ def ensure_offline_buffer(plan: LearnerPlan, cache_root: Path, say: Callable[[st
         tmp = Path(tempfile.mkdtemp(prefix="offline-", dir=cache_root))
         stats = generate(GenConfig(out=tmp, episodes_per_task=plan.offline_episodes_per_task, tasks=plan.tasks))
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         tmp.rename(out)
         done.write_text(json.dumps(stats.as_dict()))
@@ -142,10 +141,6 @@ def learner_config(normalizer: Normalizer, plan: LearnerPlan, online: bool) -> L
     )
     base = LearnerConfig.online() if online else LearnerConfig.offline()
     return dataclasses.replace(base, network=network)
-
-
-def intervention_steps(ep: EpisodeArrays) -> int:
-    return int(np.sum(np.asarray(ep.action_source) == ActionSource.HUMAN))
 
 
 class FlywheelLearner:
@@ -300,7 +295,7 @@ class FlywheelLearner:
                     success=bool(ep.success),
                     policy_version=int(ep.policy_version),
                     steps=int(ep.length),
-                    intervention_steps=intervention_steps(ep),
+                    human_steps=int(np.sum(ep.action_source == ActionSource.HUMAN)),
                     ingest_latency_s=max(0.0, (snapshot_ns(rec.version) - rec.committed_at_ns) / 1e9),
                     snapshot=delta.version,
                     received_at=now,
@@ -354,7 +349,17 @@ class FlywheelLearner:
             prog.stage = f"waiting for every robot to run v{prog.version}"
             if not self.wait_fleet_active(self.stack.robot_ids, plan.round_timeout_s):
                 self.say(f"not every robot reported v{prog.version} active: {prog.active}")
-            self._ingest(reader, online)
+            # the loop is closed when every robot's data reached a snapshot the learner read
+            prog.stage = "waiting for an episode from every robot"
+            deadline = time.monotonic() + plan.round_timeout_s
+            while time.monotonic() < deadline and not self.stop_event.is_set():
+                self._ingest(reader, online)
+                if set(self.stack.robot_ids) <= {e.robot for e in prog.episodes}:
+                    break
+                time.sleep(1.0)
+            else:
+                missing = set(self.stack.robot_ids) - {e.robot for e in prog.episodes}
+                self.say(f"robots without an ingested episode: {sorted(missing)}")
         finally:
             watch_stop.set()
             watcher.join(timeout=10)

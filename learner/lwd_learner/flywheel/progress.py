@@ -46,7 +46,7 @@ def render(progress: LearnerProgress, stack: CloudStack, fleet: RosFleet, starte
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in progress.metrics.items() if k in SHOWN_METRICS)
 
     robots = Table(title="fleet", expand=False)
-    for col in ("robot", "alive", "committed", "quarantined", "spool", "mean score", "interv. %"):
+    for col in ("robot", "alive", "committed", "quarantined", "spool", "mean score", "human %"):
         robots.add_column(col, justify="right")
     stats = stack.coordinator.robot_stats() if stack.coordinator else {}
     alive, spool = fleet.alive(), fleet.pending_uploads()
@@ -61,7 +61,7 @@ def render(progress: LearnerProgress, stack: CloudStack, fleet: RosFleet, starte
             str(getattr(st, "quarantined", 0)),
             str(spool.get(robot, 0)),
             f"{statistics.fmean(r.score for r in rows):.2f}" if rows else "-",
-            f"{100 * sum(r.intervention_steps for r in rows) / steps:.0f}" if steps else "-",
+            f"{100 * sum(r.human_steps for r in rows) / steps:.0f}" if steps else "-",
         )
 
     scores = Table(title="success / step-wise score by task and policy version")

@@ -44,7 +44,7 @@ def plot_interventions(rows: list[EpisodeLogRow], path: Path) -> None:
     plt = _plt()
     rows = sorted(rows, key=lambda r: r.received_at)
     hours = np.cumsum([r.steps for r in rows]) / CONTROL_RATE_HZ / 3600.0
-    rate = [r.intervention_steps / max(r.steps, 1) for r in rows]
+    rate = [r.human_steps / max(r.steps, 1) for r in rows]
     window = max(1, len(rate) // 8)
     smooth = np.convolve(rate, np.ones(window) / window, mode="same") if rate else []
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
@@ -111,10 +111,12 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
     ]
     for (task, version), (n, success, score) in scores_by_task_version(rows).items():
         lines.append(f"| {task} | v{version} | {n} | {success:.2f} | {score:.2f} |")
-    interv = [r.intervention_steps / max(r.steps, 1) for r in rows]
+    interv = [r.human_steps / max(r.steps, 1) for r in rows]
     lines += [
         "",
-        f"Mean intervention rate: {statistics.fmean(interv):.2f}" if interv else "No online episodes.",
+        f"Mean fraction of steps under human control: {statistics.fmean(interv):.2f}"
+        if interv
+        else "No online episodes.",
         "",
         "Version 0 episodes ran before the first policy reached the robot: the virtual teleoperator",
         "drove them. A small CPU run is a smoke test of the loop, not a learning result: see",

@@ -25,8 +25,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 def _dump_dom(url: str, tmp_path) -> str:
+    # loopback only: no background fetches (component updates, sync, safe browsing, metrics)
     argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]  # fmt: skip
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-default-apps", "--disable-domain-reliability", "--no-pings", "--metrics-recording-only",
+            "--safebrowsing-disable-auto-update", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--dump-dom", url]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

@@ -8,7 +8,7 @@ import numpy as np
 
 from lwd_protocol.episode import EpisodeSource, Outcome
 from lwd_protocol.episode_io import read_episode
-from lwd_sim import ScriptedExpert
+from lwd_sim import STATE_DIM, ScriptedExpert
 from lwd_sim.env import EnvConfig, LwdSimEnv
 from lwd_sim.generate import GenConfig, composition, generate, record_episode
 from lwd_sim.tasks import IMPLEMENTED_TASKS, make_task
@@ -23,7 +23,7 @@ def test_episode_with_images_round_trips(tmp_path: Path) -> None:
     assert ep.num_steps == 12 and ep.end.outcome is Outcome.TIMEOUT
     assert set(ep.images) == {"head", "left_wrist", "right_wrist"}
     assert ep.images["head"].shape == (12, 64, 64, 3) and ep.images["head"].std() > 5
-    assert ep.sim_state.shape == (12, 128) and ep.subtask_index.shape == (12,)
+    assert ep.sim_state.shape == (12, STATE_DIM) and ep.subtask_index.shape == (12,)
     assert np.all(np.isfinite(ep.action)) and ep.action.shape == (12, 16)
     # action at t moves the joints toward it: t+1 observation is closer than t's
     assert np.linalg.norm(ep.joint_position[-1] - ep.action[-2]) < np.linalg.norm(ep.joint_position[0] - ep.action[-2])
@@ -58,7 +58,7 @@ def test_generator_covers_every_task(tmp_path: Path) -> None:
     assert len(episodes) == stats.episodes == 8
     assert {e.start.task for e in episodes} == set(IMPLEMENTED_TASKS)
     for e in episodes:
-        assert e.sim_state.shape == (e.num_steps, 128) and np.all(np.diff(e.subtask_index) >= 0)
+        assert e.sim_state.shape == (e.num_steps, STATE_DIM) and np.all(np.diff(e.subtask_index) >= 0)
         assert e.end.num_subtasks == make_task(e.start.task).num_subtasks
         if e.start.source is EpisodeSource.DEMO:
             assert e.end.outcome is Outcome.SUCCESS and e.end.subtasks_done == e.end.num_subtasks

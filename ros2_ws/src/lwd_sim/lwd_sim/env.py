@@ -27,6 +27,8 @@ from lwd_sim.tasks.base import NUM_TASK_FLAGS, Task
 
 MAX_OBJECTS = 10
 MAX_ARTICULATIONS = 4
+MAX_REFERENTS = 2  # instructions name at most a first and a second object
+NUM_JOINTS = len(JOINT_NAMES)
 # SIM-ONLY privileged state layout (fixed across tasks).
 STATE_LAYOUT: dict[str, slice] = {
     "task_onehot": slice(0, 8),
@@ -40,8 +42,15 @@ STATE_LAYOUT: dict[str, slice] = {
     # Per object slot: what the instruction names (1 = the target, 2 = a second, ordered referent; 0 = not named),
     # so a state-only policy can ground "the red can" without the text (the colours are not in the state).
     "referents": slice(117, 117 + MAX_OBJECTS),
+    # Proprioception: the measured joint positions (what /joint_states carries), so absolute joint
+    # targets can be predicted relative to where the arms are.
+    "joint_positions": slice(128, 128 + NUM_JOINTS),
+    # The named objects' poses, per referent rank (1st, 2nd): pos(3) quat(4) present(1). A state MLP
+    # cannot learn "look up the slot whose referent flag is 1" from tens of demos; real policies
+    # ground the instruction in the image instead.
+    "referent_poses": slice(128 + NUM_JOINTS, 128 + NUM_JOINTS + 8 * MAX_REFERENTS),
 }
-STATE_DIM = 128
+STATE_DIM = 128 + NUM_JOINTS + 8 * MAX_REFERENTS
 
 
 @dataclass
@@ -312,8 +321,15 @@ class LwdSimEnv:
             s[a0 + k] = self.articulation_qpos(k)
         s[STATE_LAYOUT["task_flags"]] = self.task.flags
         r0 = STATE_LAYOUT["referents"].start
+        p0 = STATE_LAYOUT["referent_poses"].start
         for name, value in self.task.referents().items():
             s[r0 + self.obj_index[name]] = value
+            rank = int(value) - 1
+            if 0 <= rank < MAX_REFERENTS:
+                b = self.body[name]
+                pose = s[p0 + 8 * rank : p0 + 8 * rank + 8]
+                pose[:3], pose[3:7], pose[7] = self.data.xpos[b], self.data.xquat[b], 1.0
+        s[STATE_LAYOUT["joint_positions"]] = self.joint_position()
         return s
 
 

@@ -9,8 +9,12 @@ config/robot.yaml; node sections are keyed `/**/<node>` so they also apply under
     controller   30 Hz chunked policy control with safety filter and watchdog
     teleop       gamepad takeover, episode outcome buttons
     recorder     one MCAP episode per episode into the spool
-    uplink       spool -> object store + MQTT announcement
-    policy_sync  policy download, verification and staging for hot swap
+    uplink       spool -> object store + MQTT announcement (respawned if it dies)
+    policy_sync  policy download, verification and staging for hot swap (respawned if it dies)
+
+uplink and policy_sync are stateless bridges (their work waits in the spool / policy cache), so
+they are restarted `BRIDGE_RESPAWN_DELAY_S` after they die; the driver, controller and recorder
+are not (a dead control loop needs a person, not a silent restart).
 
 Machines without `ros2 launch` (pip-only installs) run the same set with
 `lwd-robot --params robot.yaml [--namespace ns] [--driver sim|none]` (lwd_fleet.bringup); a test
@@ -26,6 +30,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+
+BRIDGE_RESPAWN_DELAY_S = 2.0  # = lwd_fleet.bringup.BRIDGE_RESPAWN_DELAY_S (a test checks)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -56,7 +62,7 @@ def generate_launch_description() -> LaunchDescription:
             robot_node("controller"),
             robot_node("teleop"),
             robot_node("recorder"),
-            robot_node("uplink"),
-            robot_node("policy_sync"),
+            robot_node("uplink", respawn=True, respawn_delay=BRIDGE_RESPAWN_DELAY_S),
+            robot_node("policy_sync", respawn=True, respawn_delay=BRIDGE_RESPAWN_DELAY_S),
         ]
     )

@@ -105,10 +105,13 @@ class Checkpointer:
     ) -> bool:
         """Write ``state``, the RNG ``key``, ``config`` and JSON-able ``extra`` as checkpoint ``step``.
 
-        Returns whether a checkpoint was written (Orbax skips a step that already exists).
+        Returns whether a checkpoint was written: False when ``step`` already exists (checkpoints
+        are immutable; Orbax would raise on a rewrite).
         """
         if step < 0:
             raise ValueError(f"checkpoint step must be >= 0, got {step}")
+        if int(step) in self._manager.all_steps():
+            return False
         key_data, impl = _key_to_data(key)
         meta = {
             "config": config.to_dict(),

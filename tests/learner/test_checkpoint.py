@@ -64,8 +64,9 @@ def test_config_mismatch_missing_step_and_retention(tmp_path: Path) -> None:
     state = sft.init(jax.random.key(0))
     ckpt = Checkpointer(tmp_path, max_to_keep=2)
     for step in (1, 2, 3):
-        ckpt.save(step, state, key=jax.random.key(step), config=CONFIG)
+        assert ckpt.save(step, state, key=jax.random.key(step), config=CONFIG)
     assert ckpt.all_steps() == [2, 3]
+    assert not ckpt.save(3, state, key=jax.random.key(9), config=CONFIG)  # a step is never rewritten
     other = dataclasses.replace(CONFIG, value=ValueConfig(tau_base=0.9))
     assert config_differences(CONFIG, other) == ["value.tau_base"]
     with pytest.raises(ValueError, match=r"different config: \['value.tau_base'\]"):

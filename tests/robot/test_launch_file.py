@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lwd_fleet.bringup import ROBOT_NODES, normalize_namespace, plan
+from lwd_fleet.bringup import BRIDGE_RESPAWN_DELAY_S, ROBOT_NODES, normalize_namespace, plan
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "robot.launch.py"
@@ -78,7 +78,8 @@ def launch_description(monkeypatch):
 
 
 def _evaluate(desc: LaunchDescription, **overrides: str) -> tuple[dict[str, str], list[tuple]]:
-    """What ros2 launch would start: (launch arguments, [(package, executable, name, namespace, params)])."""
+    """What ros2 launch would start: (launch arguments, [(package, executable, name, namespace, params,
+    respawn, respawn_delay)]); launch_ros' defaults are respawn=False, respawn_delay=None (= 0 s)."""
     entities = desc.args[0]
     arguments = {
         e.args[0]: overrides.get(e.args[0], e.kwargs["default_value"])
@@ -104,7 +105,15 @@ def _evaluate(desc: LaunchDescription, **overrides: str) -> tuple[dict[str, str]
                 continue
         params = [value(p) for p in e.kwargs["parameters"]]
         started.append(
-            (e.kwargs["package"], e.kwargs["executable"], e.kwargs["name"], value(e.kwargs["namespace"]), params)
+            (
+                e.kwargs["package"],
+                e.kwargs["executable"],
+                e.kwargs["name"],
+                value(e.kwargs["namespace"]),
+                params,
+                e.kwargs.get("respawn", False),
+                float(e.kwargs.get("respawn_delay") or 0.0),
+            )
         )
     return arguments, started
 
@@ -115,12 +124,25 @@ def _evaluate(desc: LaunchDescription, **overrides: str) -> tuple[dict[str, str]
 def test_launch_file_and_bringup_start_the_same_nodes(launch_description, tmp_path, driver, namespace):
     params = tmp_path / "robot.yaml"
     _, started = _evaluate(launch_description, params_file=str(params), namespace=namespace, driver=driver)
-    from_launch = [(pkg, exe, name, normalize_namespace(ns), tuple(p)) for pkg, exe, name, ns, p in started]
+    from_launch = [
+        (pkg, exe, name, normalize_namespace(ns), tuple(p), respawn, delay)
+        for pkg, exe, name, ns, p, respawn, delay in started
+    ]
     from_bringup = [
-        ("lwd_fleet", n.executable, n.name, n.namespace, (str(n.params_file),)) for n in plan(params, namespace, driver)
+        ("lwd_fleet", n.executable, n.name, n.namespace, (str(n.params_file),), n.respawn, n.respawn_delay)
+        for n in plan(params, namespace, driver)
     ]
     assert from_launch == from_bringup
     assert ("sim_driver" in [s[1] for s in from_launch]) == (driver == "sim")
+
+
+def test_only_the_stateless_bridges_respawn(launch_description):
+    """uplink and policy_sync come back after a crash (launch_ros respawn=True); control nodes never do."""
+    _, started = _evaluate(launch_description)
+    respawning = {s[2]: s[6] for s in started if s[5] is True}
+    assert respawning == {"uplink": BRIDGE_RESPAWN_DELAY_S, "policy_sync": BRIDGE_RESPAWN_DELAY_S}
+    assert BRIDGE_RESPAWN_DELAY_S > 0  # a crash loop must not spin the CPU
+    assert {n.name: n.respawn_delay for n in ROBOT_NODES if n.respawn} == respawning
 
 
 def test_launch_defaults_are_the_packaged_yaml_and_the_sim_driver(launch_description):

@@ -11,7 +11,11 @@ Every child runs in its own process group and is asked to die with its parent (P
 a crashed bring-up leaves no orphan. SIGINT/SIGTERM stop the children like ros2 launch does:
 SIGINT, then SIGTERM after ``--sigint-timeout`` seconds, then SIGKILL after ``--sigterm-timeout``;
 the exit code is 0 only when every child stopped cleanly. A child that dies on its own is
-reported with its exit code while the others keep running (as under ros2 launch).
+reported with its exit code while the others keep running (as under ros2 launch); a child whose
+NodeSpec says ``respawn`` (launch_ros ``Node(respawn=True, respawn_delay=...)``) is started again
+after ``respawn_delay`` seconds and the restart is logged (``respawned <name> (pid N)``). Only
+the stateless bridges respawn (uplink, policy_sync: their work survives in the spool and the
+policy cache); a dead controller, recorder or driver needs a person. A stop never respawns.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ class NodeSpec:
     executable: str
     name: str
     sim_only: bool = False  # started only with --driver sim (a hardware driver is a separate package)
+    respawn: bool = False  # restart it when it exits, as launch_ros Node(respawn=True)
+    respawn_delay: float = 0.0  # seconds between the exit and the restart (launch_ros respawn_delay)
 
+
+BRIDGE_RESPAWN_DELAY_S = 2.0  # robot.launch.py passes the same respawn_delay (a test checks)
 
 ROBOT_NODES: tuple[NodeSpec, ...] = (
     NodeSpec("sim_driver", "sim_driver", sim_only=True),
@@ -48,8 +56,8 @@ ROBOT_NODES: tuple[NodeSpec, ...] = (
     NodeSpec("controller", "controller"),
     NodeSpec("teleop", "teleop"),
     NodeSpec("recorder", "recorder"),
-    NodeSpec("uplink", "uplink"),
-    NodeSpec("policy_sync", "policy_sync"),
+    NodeSpec("uplink", "uplink", respawn=True, respawn_delay=BRIDGE_RESPAWN_DELAY_S),
+    NodeSpec("policy_sync", "policy_sync", respawn=True, respawn_delay=BRIDGE_RESPAWN_DELAY_S),
 )
 
 
@@ -61,6 +69,8 @@ class Launch:
     name: str
     namespace: str  # "" or "/ns"
     params_file: Path
+    respawn: bool = False
+    respawn_delay: float = 0.0
 
     def argv(self, executable_path: str) -> list[str]:
         argv = [executable_path, "--ros-args", "-r", f"__node:={self.name}"]
@@ -85,7 +95,11 @@ def plan(params_file: str | os.PathLike, namespace: str = "", driver: str = "sim
         raise ValueError(f"driver {driver!r} not one of {DRIVERS}")
     path = Path(params_file).expanduser().resolve()
     ns = normalize_namespace(namespace)
-    return [Launch(n.executable, n.name, ns, path) for n in ROBOT_NODES if driver == "sim" or not n.sim_only]
+    return [
+        Launch(n.executable, n.name, ns, path, n.respawn, n.respawn_delay)
+        for n in ROBOT_NODES
+        if driver == "sim" or not n.sim_only
+    ]
 
 
 def check_params_file(path: Path) -> None:
@@ -129,15 +143,22 @@ class Bringup:
         self.launches = launches
         self.sigint_timeout_s, self.sigterm_timeout_s = sigint_timeout_s, sigterm_timeout_s
         self.procs: dict[str, subprocess.Popen] = {}
+        self.respawns: dict[str, int] = {}  # name -> how many times it was started again
+        self._by_name = {launch.name: launch for launch in launches}
+        self._paths: dict[str, str] = {}
         self._stop_requested = False
 
     def start(self) -> None:
-        paths = {launch.executable: find_executable(launch.executable) for launch in self.launches}
+        self._paths = {launch.executable: find_executable(launch.executable) for launch in self.launches}
         for launch in self.launches:
-            argv = launch.argv(paths[launch.executable])
-            proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
-            self.procs[launch.name] = proc
-            _say(f"started {launch.name} (pid {proc.pid}): {' '.join(argv)}")
+            proc = self._spawn(launch)
+            _say(f"started {launch.name} (pid {proc.pid}): {' '.join(launch.argv(self._paths[launch.executable]))}")
+
+    def _spawn(self, launch: Launch) -> subprocess.Popen:
+        argv = launch.argv(self._paths[launch.executable])
+        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+        self.procs[launch.name] = proc
+        return proc
 
     def request_stop(self, signum: int, _frame=None) -> None:
         if not self._stop_requested:
@@ -145,17 +166,44 @@ class Bringup:
         self._stop_requested = True
 
     def run(self) -> int:
-        """Supervise until a stop is requested or every child has exited; then stop the rest."""
+        """Supervise until a stop is requested or every child has exited; then stop the rest.
+
+        A child with ``respawn`` is started again ``respawn_delay`` s after it exited (while no
+        stop is requested); the others are reported once and left down, as under ros2 launch.
+        """
         reported: set[str] = set()
+        due: dict[str, float] = {}  # name -> monotonic time of its respawn
         while not self._stop_requested:
+            now = time.monotonic()
             for name, proc in self.procs.items():
-                if name not in reported and proc.poll() is not None:
-                    reported.add(name)
+                if name in reported or proc.poll() is None:
+                    continue
+                reported.add(name)
+                launch = self._by_name[name]
+                if launch.respawn:
+                    due[name] = now + launch.respawn_delay
+                    _say(
+                        f"{name} (pid {proc.pid}) exited with code {proc.returncode}; "
+                        f"respawning in {launch.respawn_delay:g} s"
+                    )
+                else:
                     _say(f"{name} (pid {proc.pid}) exited with code {proc.returncode}")
-            if len(reported) == len(self.procs):
+            for name, when in list(due.items()):
+                if when <= now and not self._stop_requested:
+                    del due[name]
+                    try:
+                        proc = self._spawn(self._by_name[name])
+                    except OSError as exc:  # executable gone: try again after the delay
+                        due[name] = now + max(self._by_name[name].respawn_delay, 1.0)
+                        _say(f"cannot respawn {name}: {exc}")
+                        continue
+                    reported.discard(name)
+                    self.respawns[name] = self.respawns.get(name, 0) + 1
+                    _say(f"respawned {name} (pid {proc.pid}), respawn {self.respawns[name]}")
+            if len(reported) == len(self.procs) and not due:
                 _say("every node has exited")
                 return 1
-            time.sleep(0.2)
+            time.sleep(0.1 if due else 0.2)
         return self.stop()
 
     def stop(self) -> int:

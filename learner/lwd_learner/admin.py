@@ -382,7 +382,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed admin command; errors become one line on stderr and exit status 1."""
-    from minio.error import S3Error
+    from minio.error import MinioException, S3Error
+    from urllib3.exceptions import HTTPError as TransportError
 
     from lwd_protocol.manifest import ManifestError
     from lwd_protocol.signing import KeyFileError
@@ -394,6 +395,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"lwd admin {args.admin_command}: error: {exc}", file=sys.stderr)
     except S3Error as exc:
         print(f"lwd admin {args.admin_command}: object store error: {exc.code}: {exc.message}", file=sys.stderr)
+    except (MinioException, TransportError) as exc:  # e.g. http:// to an HTTPS store, or an untrusted CA
+        hint = "check --s3 and --s3-ca (LWD_S3, LWD_S3_CA)"
+        print(f"lwd admin {args.admin_command}: cannot talk to the object store ({hint}): {exc}", file=sys.stderr)
     except OSError as exc:
         print(f"lwd admin {args.admin_command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1

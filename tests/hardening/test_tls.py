@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import ssl
 
 import pytest
+from helpers.policy_artifacts import build_tiny_artifact
 
+from lwd_learner.admin import main as admin_main
 from lwd_learner.localstack import MosquittoBroker, MqttIdentity, S3Identity, SeaweedS3, ServerTls, TestCA
 from lwd_protocol.names import MqttTopics
 from lwd_protocol.store import EPISODES_BUCKET, episode_key
@@ -36,7 +39,9 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory, pki):
     broker = MosquittoBroker(
-        tmp_path_factory.mktemp("mqtt-tls"), [MqttIdentity.generate("robot_01", "robot")], tls=pki[2]
+        tmp_path_factory.mktemp("mqtt-tls"),
+        [MqttIdentity.generate("robot_01", "robot"), MqttIdentity.generate("admin", "admin")],
+        tls=pki[2],
     ).start()
     yield broker
     broker.stop()
@@ -87,3 +92,30 @@ def test_s3_rogue_ca_and_plain_http_are_refused(tls_store, pki):
         with pytest.raises(Exception) as info:
             make_s3_client(bad).put_object(EPISODES_BUCKET, episode_key("robot_01", "nope"), io.BytesIO(b"x"), 1)
         assert "AccessDenied" not in str(info.value)  # refused at the transport, before any auth decision
+
+
+def test_admin_cli_pushes_and_lists_over_tls_and_refuses_plaintext(tls_broker, tls_store, pki, tmp_path, capsys):
+    """A learner admin's `lwd admin` reaches a TLS broker and an HTTPS store with the fleet CA only."""
+    mq, s3 = tls_broker.identity("admin"), tls_store.identity("admin")
+    (tmp_path / "mqtt.pw").write_text(mq.password)
+    (tmp_path / "s3.key").write_text(s3.secret_key)
+    conn = [
+        "--mqtt", f"{tls_broker.host}:{tls_broker.port}", "--mqtt-user", "admin",
+        "--mqtt-password-file", str(tmp_path / "mqtt.pw"),
+        "--s3", tls_store.endpoint, "--s3-access-key", s3.access_key,
+        "--s3-secret-key-file", str(tmp_path / "s3.key"),
+    ]  # fmt: skip
+    tls = ["--mqtt-ca", pki[0].ca_file, "--s3-ca", pki[0].ca_file]
+    assert admin_main(["keygen", "--out", str(tmp_path / "keys" / "admin")]) == 0
+    build_tiny_artifact(tmp_path / "a1", 1)
+    capsys.readouterr()
+
+    assert admin_main(["push", str(tmp_path / "a1"), *conn, *tls, "--key", str(tmp_path / "keys" / "admin.key")]) == 0
+    capsys.readouterr()
+    assert admin_main(["list", *conn, *tls, "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [row["version"] for row in listing] == [1] and listing[0]["ordered_for"] == ["fleet"]
+
+    assert admin_main(["list", *conn, "--json"]) == 1  # plain HTTP to the HTTPS store
+    assert admin_main(["list", *conn, "--s3-ca", pki[1].ca_file, "--json"]) == 1  # a CA the store is not from
+    assert "Traceback" not in capsys.readouterr().err

@@ -1069,8 +1069,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_args(args: argparse.Namespace) -> int:
-    command = " ".join(["lwd bench learning", *sys.argv[1:]]) if "lwd" in Path(sys.argv[0]).name else None
+def _run_args(args: argparse.Namespace, command: str | None = None) -> int:
+    if command is None and "lwd" in Path(sys.argv[0]).name:
+        command = " ".join(["lwd bench learning", *sys.argv[1:]])
     run(
         args.profile,
         args.out,
@@ -1103,18 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_arguments(parser)
     args = parser.parse_args(argv)
     prefix = "lwd bench learning" if via_lwd else "python -m lwd_learner.bench_learning"
-    command = " ".join([prefix, *argv])
-    run(
-        args.profile,
-        args.out,
-        args.seeds,
-        args.methods,
-        args.tasks,
-        args.data_dir,
-        command=command,
-        episodes_per_task=args.episodes_per_task,
-    )
-    return 0
+    return _run_args(args, " ".join([prefix, *argv]))
 
 
 if __name__ == "__main__":

@@ -82,8 +82,12 @@ def test_register_subcommand() -> None:
     args = parser.parse_args(["learning", "--profile", "cpu", "--seeds", "4", "--methods", "sft", "lwd"])
     assert args.profile == "cpu" and args.seeds == 4 and args.methods == ["sft", "lwd"] and callable(args.func)
     assert set(bench.PROFILES) >= {"quick", "cpu"}
+    args = parser.parse_args(["learning", "--episodes-per-task", "12"])
+    assert args.episodes_per_task == 12 and args.profile == "quick"
     with pytest.raises(ValueError, match="unknown method"):
         bench.run("quick", methods=["nope"])
+    with pytest.raises(ValueError, match="episodes_per_task must be >= 1"):
+        bench.run("quick", episodes_per_task=0)
 
 
 def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:

@@ -52,7 +52,6 @@ import platform
 import queue
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -62,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lwd_learner.provenance import git_label
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / "var" / "bench-cache"
@@ -503,15 +504,6 @@ def _announcement_monitor(endpoint, arrivals: dict[str, int]):
     return client
 
 
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _wait(pred, timeout_s: float, what: str, every_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -770,7 +762,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
         policy_report = policy_results(robot_results, published, publish_errors, artifacts, artifacts_cached)
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _git_commit(),
+        "commit": git_label(),
         "config": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
             "image_size": size,

@@ -23,8 +23,10 @@ Pipeline per profile (all in this process, on the sim suite of ``lwd_sim``):
    the command line and git commit that produced them.
 
 Profiles: ``quick`` is a CI smoke test (tiny networks, two tasks, a few dozen updates: the
-numbers say nothing about the method); ``cpu`` is sized for about two hours on a 2-core machine
-(small MLPs on the sim's privileged state, ~1.5k updates per RL stage, every implemented task).
+numbers say nothing about the method); ``cpu`` uses small MLPs on the sim's privileged state, 400
+offline episodes per task (the demo count BC needed to generalise on restocking) and ~600 updates
+per RL stage. On all 8 tasks it takes well over two hours on 2 cores (generating the long-horizon
+episodes alone is about an hour); ``--tasks`` narrows it and ``--data-dir`` keeps the episodes.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +54,7 @@ from lwd_learner.agent import LWDAgent, TrainState
 from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer, load_episodes
 from lwd_learner.evaluate import EvalConfig, EvalResult, evaluate
+from lwd_learner.provenance import git_info
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import PolicyFn, SimFleet, TakeoverConfig, agent_policy
 from lwd_learner.stages import (
@@ -638,21 +640,6 @@ def _plot_tau(logs: list[StageLog], path: Path) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def _git(repo: Path) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
-    return {"commit": commit, "dirty": dirty}
-
-
 def resolve_tasks(requested: Sequence[str] | None) -> tuple[str, ...]:
     """Requested tasks (or all), in suite order, restricted to what lwd_sim implements; error if none."""
     from lwd_sim.tasks import IMPLEMENTED_TASKS
@@ -882,7 +869,7 @@ def _assemble(
     return {
         "profile": prof.name,
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git": _git(Path(__file__).resolve().parents[2]),
+        "git": git_info(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),

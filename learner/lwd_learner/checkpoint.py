@@ -110,7 +110,7 @@ class Checkpointer:
         """
         if step < 0:
             raise ValueError(f"checkpoint step must be >= 0, got {step}")
-        if int(step) in self._manager.all_steps():
+        if int(step) in self.all_steps():
             return False
         key_data, impl = _key_to_data(key)
         meta = {

@@ -301,7 +301,7 @@ class PolicyPublisher:
     def current_orders(self) -> dict[str, PolicyAnnouncement]:
         """Retained orders on every policy topic that parse (target -> order)."""
         orders: dict[str, PolicyAnnouncement] = {}
-        for topic, payload in self.retained(f"{MqttTopics.ROOT}/policy/#").items():
+        for topic, payload in self.retained(MqttTopics.all_policy()).items():
             try:
                 ann = PolicyAnnouncement.from_json(payload)
             except AnnouncementError as exc:

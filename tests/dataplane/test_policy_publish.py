@@ -98,7 +98,7 @@ def test_publish_retains_a_signed_order_and_seq_increases(pub: PolicyPublisher, 
     back = pub.rollback(1, note="regression")
     assert (back.kind, back.version) == ("rollback", 1) and back.seq > orders[1].seq
     pub.unpin("robot_01")  # harmless when there is no pin
-    assert MqttTopics.policy_robot("robot_01") not in pub.retained(f"{MqttTopics.ROOT}/policy/#")
+    assert MqttTopics.policy_robot("robot_01") not in pub.retained(MqttTopics.all_policy())
 
 
 def test_refusals_before_anything_is_uploaded(pub: PolicyPublisher, s3_store, tmp_path):

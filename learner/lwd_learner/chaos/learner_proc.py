@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lwd_learner.config_files import endpoint_from_dict, write_private_json
 from lwd_protocol.transport import MqttEndpoint, S3Endpoint
 
 log = logging.getLogger("lwd_learner.chaos.learner")
@@ -78,13 +79,7 @@ class ChaosLearnerConfig:
 
 def write_config(path: Path, cfg: ChaosLearnerConfig) -> Path:
     """JSON readable by its owner only (it holds the learner's credentials)."""
-    data = dataclasses.asdict(cfg)
-    data = json.loads(json.dumps(data, default=str))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    return path
+    return write_private_json(path, dataclasses.asdict(cfg))
 
 
 def read_config(path: Path) -> ChaosLearnerConfig:
@@ -92,8 +87,8 @@ def read_config(path: Path) -> ChaosLearnerConfig:
     for name in ("workdir", "db_path", "admin_key_file"):
         data[name] = Path(data[name])
     data["tasks"] = tuple(data["tasks"])
-    data["s3"] = S3Endpoint(**{k: v for k, v in data["s3"].items() if k != "tls"})
-    data["mqtt"] = MqttEndpoint(**{k: v for k, v in data["mqtt"].items() if k != "tls"})
+    data["s3"] = endpoint_from_dict(S3Endpoint, data["s3"], "s3")
+    data["mqtt"] = endpoint_from_dict(MqttEndpoint, data["mqtt"], "mqtt")
     return ChaosLearnerConfig(**data)
 
 

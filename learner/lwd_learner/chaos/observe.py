@@ -198,7 +198,7 @@ class MqttMonitor:
         if reason_code.is_failure:
             return
         self.connects.append(time.time())
-        client.subscribe(f"{MqttTopics.ROOT}/policy/#", qos=MqttTopics.QOS)
+        client.subscribe(MqttTopics.all_policy(), qos=MqttTopics.QOS)
         client.subscribe(MqttTopics.all_status(), qos=MqttTopics.QOS)
 
     def _on_message(self, client, userdata, msg) -> None:

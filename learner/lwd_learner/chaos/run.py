@@ -34,7 +34,6 @@ import random
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +51,7 @@ from lwd_learner.flywheel.fleet import FleetConfig, RosFleet, robot_ids
 from lwd_learner.flywheel.stack import CloudStack
 from lwd_learner.localstack import ManagedProcess
 from lwd_learner.localstack.ros_env import apply_to_current_process
+from lwd_learner.provenance import git_info
 
 KINDS = ("broker", "store", "coordinator", "learner", "uplink")
 # what "recovered" means per kind: restart -> first successful operation of that component
@@ -64,7 +64,6 @@ RECOVERY = {
 }
 HEADLINE = {k: v.split(":")[0] for k, v in RECOVERY.items()}
 COMMITTED_LINE = re.compile(r"committed (\S+)\.mcap: (\d+) steps")
-REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -138,17 +137,6 @@ def plan_events(cfg: ChaosConfig, robots: list[str]) -> list[ChaosEvent]:
             )
         )
     return events
-
-
-def git_commit() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "", "dirty": None}
 
 
 def _first(items, predicate: Callable[[Any], bool]) -> Any:
@@ -887,7 +875,7 @@ def run(cfg: ChaosConfig, workdir: Path, out: Path | None, command: str, say: Ca
         "kind": "lwd-chaos",
         "seed": cfg.seed,
         "command": command,
-        "git": git_commit(),
+        "git": git_info(),
         "started_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0]},
         "workdir": str(workdir),

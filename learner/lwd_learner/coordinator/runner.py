@@ -19,9 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lwd_learner.config_files import build_dataclass, endpoint_from_dict, write_private_json
 from lwd_learner.coordinator.service import Coordinator, CoordinatorConfig
 from lwd_learner.coordinator.verifier import VerifierConfig
-from lwd_protocol.transport import MqttEndpoint, S3Endpoint, TlsSettings
+from lwd_protocol.transport import MqttEndpoint, S3Endpoint
 
 log = logging.getLogger("lwd_learner.coordinator")
 
@@ -40,16 +41,10 @@ def config_to_dict(config: CoordinatorConfig) -> dict[str, Any]:
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"coordinator config: {where} must be an object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"coordinator config: unknown field {where}.{unknown[0]}")
     try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ValueError(f"coordinator config: {where}: {exc}") from exc
+        return build_dataclass(cls, data, where)
+    except ValueError as exc:
+        raise ValueError(f"coordinator config: {exc}") from exc
 
 
 def config_from_dict(data: dict[str, Any]) -> CoordinatorConfig:
@@ -61,10 +56,10 @@ def config_from_dict(data: dict[str, Any]) -> CoordinatorConfig:
         if name not in data:
             raise ValueError(f"coordinator config: missing field {name!r}")
     for name, cls in (("mqtt", MqttEndpoint), ("s3", S3Endpoint)):
-        section = dict(data[name]) if isinstance(data[name], dict) else data[name]
-        if isinstance(section, dict) and section.get("tls") is not None:
-            section["tls"] = _build(TlsSettings, section["tls"], f"{name}.tls")
-        data[name] = _build(cls, section, name)
+        try:
+            data[name] = endpoint_from_dict(cls, data[name], name)
+        except ValueError as exc:
+            raise ValueError(f"coordinator config: {exc}") from exc
     verifier = dict(data.get("verifier") or {})
     if verifier.get("work_dir") is not None:
         verifier["work_dir"] = Path(verifier["work_dir"])
@@ -75,12 +70,7 @@ def config_from_dict(data: dict[str, Any]) -> CoordinatorConfig:
 
 def write_config(path: str | os.PathLike, config: CoordinatorConfig) -> Path:
     """Write the config JSON readable by its owner only (it contains passwords)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config_to_dict(config), f, indent=2)
-    return path
+    return write_private_json(path, config_to_dict(config))
 
 
 def read_config(path: str | os.PathLike) -> CoordinatorConfig:

@@ -152,7 +152,7 @@ class Bringup:
         self._paths = {launch.executable: find_executable(launch.executable) for launch in self.launches}
         for launch in self.launches:
             proc = self._spawn(launch)
-            _say(f"started {launch.name} (pid {proc.pid}): {' '.join(launch.argv(self._paths[launch.executable]))}")
+            _say(f"started {launch.name} (pid {proc.pid}): {' '.join(proc.args)}")
 
     def _spawn(self, launch: Launch) -> subprocess.Popen:
         argv = launch.argv(self._paths[launch.executable])

@@ -91,6 +91,11 @@ class MqttTopics:
         return f"{cls.ROOT}/policy/fleet"
 
     @classmethod
+    def all_policy(cls) -> str:
+        """Every policy order topic: the fleet one and each robot's pin (monitors, the publisher)."""
+        return f"{cls.ROOT}/policy/#"
+
+    @classmethod
     def policy_robot(cls, robot_id: str) -> str:
         """Admin -> one robot: a per-robot pin/rollback that overrides the fleet policy (retained)."""
         return f"{cls.ROOT}/policy/robots/{validate_robot_id(robot_id)}"

@@ -28,7 +28,6 @@ from lwd_sim.tasks.base import NUM_TASK_FLAGS, Task
 MAX_OBJECTS = 10
 MAX_ARTICULATIONS = 4
 MAX_REFERENTS = 2  # instructions name at most a first and a second object
-NUM_JOINTS = len(JOINT_NAMES)
 # SIM-ONLY privileged state layout (fixed across tasks).
 STATE_LAYOUT: dict[str, slice] = {
     "task_onehot": slice(0, 8),
@@ -44,13 +43,13 @@ STATE_LAYOUT: dict[str, slice] = {
     "referents": slice(117, 117 + MAX_OBJECTS),
     # Proprioception: the measured joint positions (what /joint_states carries), so absolute joint
     # targets can be predicted relative to where the arms are.
-    "joint_positions": slice(128, 128 + NUM_JOINTS),
-    # The named objects' poses, per referent rank (1st, 2nd): pos(3) quat(4) present(1). A state MLP
-    # cannot learn "look up the slot whose referent flag is 1" from tens of demos; real policies
-    # ground the instruction in the image instead.
-    "referent_poses": slice(128 + NUM_JOINTS, 128 + NUM_JOINTS + 8 * MAX_REFERENTS),
+    "joint_positions": slice(127, 127 + len(JOINT_NAMES)),
+    # The named objects' poses, per referent rank (1st, 2nd): pos(3) quat(4) present(1), so a state
+    # policy need not look up "the slot whose referent flag is 1" itself (real policies ground the
+    # instruction in the images).
+    "referent_poses": slice(127 + len(JOINT_NAMES), 127 + len(JOINT_NAMES) + 8 * MAX_REFERENTS),
 }
-STATE_DIM = 128 + NUM_JOINTS + 8 * MAX_REFERENTS
+STATE_DIM = STATE_LAYOUT["referent_poses"].stop
 
 
 @dataclass

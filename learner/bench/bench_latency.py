@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from lwd_learner.provenance import git_label
+from lwd_protocol.version import MANIFEST_FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / "var" / "bench-cache"
@@ -169,7 +170,7 @@ POLICY_VERSIONS = (1, 2)
 
 def policy_artifacts() -> tuple[dict[int, Path], bool]:
     """Unsigned artifact folders of the default learner network for POLICY_VERSIONS; (folders, from cache)."""
-    folder = CACHE / "policy-artifacts"
+    folder = CACHE / f"policy-artifacts-format{MANIFEST_FORMAT_VERSION}"  # older caches would be refused
     paths = {v: folder / f"v{v:06d}" for v in POLICY_VERSIONS}
     if all((p / "manifest.json").is_file() for p in paths.values()):
         return paths, True

@@ -38,7 +38,8 @@ and RECAP treat specially.
 
 Observation vector (the policy tensor contract of :mod:`lwd_protocol.policy_io`): the low-dim
 state normalised per dimension, then the task one-hot in the order of ``Normalizer.tasks``;
-actions are normalised per joint. :meth:`Normalizer.to_manifest` gives the exported
+action chunks are encoded by :class:`ActionEncoding` (arm joints relative to the measured joint
+positions, statistics per chunk step and joint). :meth:`Normalizer.to_manifest` gives the exported
 ``lwd_protocol.manifest.Normalization`` so a robot reproduces the learner's inputs exactly.
 """
 
@@ -52,8 +53,9 @@ import numpy as np
 
 from lwd_protocol.episode import ActionSource, EpisodeSource, Outcome
 from lwd_protocol.episode_io import Episode, read_episode
-from lwd_protocol.manifest import Normalization, ObservationSpec
-from lwd_protocol.policy_io import STATE_SOURCES
+from lwd_protocol.manifest import ActionSpec, Normalization, ObservationSpec
+from lwd_protocol.policy_io import STATE_SOURCES, joint_position_index, relative_action_spec
+from lwd_protocol.robot_spec import ARM_JOINT_DIMS, CHUNK_HORIZON
 from lwd_protocol.tasks import TASK_NAMES, task_info
 
 TERMINAL_OUTCOMES = (Outcome.SUCCESS, Outcome.FAILURE)
@@ -331,12 +333,36 @@ def chunk_actions(actions: np.ndarray, starts: np.ndarray, horizon: int) -> tupl
 # ----------------------------------------------------------------------------- normalisation
 
 
+@dataclass(frozen=True)
+class ActionEncoding:
+    """How action chunks are represented for the policy (the manifest's action spec follows it).
+
+    ``relative_dims``: action dims predicted as offsets from the measured joint position at the
+    chunk's first tick (default: the 14 arm joints; grippers stay absolute), as openpi's delta
+    actions do. ``per_step``: normalise each (chunk step, joint) with its own statistics, since
+    an offset's spread grows with the step. Measured on fruit-juice demos (224 episodes, same
+    network and 6000 updates): first-tick arm error p90 0.12 rad absolute, 0.08 relative, 0.03
+    relative + per step.
+    """
+
+    relative_dims: tuple[int, ...] = ARM_JOINT_DIMS
+    per_step: bool = True
+
+    @classmethod
+    def absolute(cls) -> ActionEncoding:
+        """Absolute targets normalised per joint (format-1 artifacts)."""
+        return cls(relative_dims=(), per_step=False)
+
+
 @dataclass(frozen=True, eq=False)
 class Normalizer:
-    """Per-dimension state/action normalisation plus the task one-hot layout (policy_io contract).
+    """Per-dimension state normalisation, the action-chunk encoding, and the task one-hot layout.
 
-    ``obs = concat((state - state_mean) / state_std, one_hot(task, tasks))``; policy actions are in
-    ``(a - action_mean) / action_std`` units.
+    ``obs = concat((state - state_mean) / state_std, one_hot(task, tasks))``. A policy chunk in
+    normalised units ``y (H, A)`` decodes to joint targets ``y * action_std + action_mean`` plus,
+    on ``relative_dims``, the measured joint positions (the raw state at
+    :meth:`anchor_index`) of the state the chunk was computed from. ``action_mean/std`` are
+    ``(A,)`` (per joint) or ``(H, A)`` (per chunk step and joint).
     """
 
     state_mean: np.ndarray
@@ -345,11 +371,13 @@ class Normalizer:
     action_std: np.ndarray
     tasks: tuple[str, ...] = TASK_NAMES
     state_source: str = "sim_state"
+    relative_dims: tuple[int, ...] = ()
     _task_index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("state_mean", "state_std", "action_mean", "action_std"):
-            value = np.asarray(getattr(self, name), np.float64).reshape(-1)
+            value = np.asarray(getattr(self, name), np.float64)
+            value = value.reshape(-1) if name.startswith("state") or value.ndim < 2 else value
             if not np.all(np.isfinite(value)):
                 raise DatasetError(f"normaliser {name} contains NaN/inf")
             if name.endswith("std") and not np.all(value > 0):
@@ -357,8 +385,16 @@ class Normalizer:
             object.__setattr__(self, name, value)
         if self.state_mean.shape != self.state_std.shape or self.action_mean.shape != self.action_std.shape:
             raise DatasetError("normaliser mean and std shapes differ")
+        if self.action_mean.ndim not in (1, 2):
+            raise DatasetError(f"action statistics must be (A,) or (H, A), got shape {self.action_mean.shape}")
         if self.state_source not in STATE_SOURCES:
             raise DatasetError(f"state_source {self.state_source!r} is not one of {STATE_SOURCES}")
+        dims = tuple(int(d) for d in self.relative_dims)
+        if len(set(dims)) != len(dims) or any(not 0 <= d < self.action_dim for d in dims):
+            raise DatasetError(f"relative_dims {dims} must be distinct action dims in [0, {self.action_dim})")
+        object.__setattr__(self, "relative_dims", dims)
+        if dims and max(self.anchor_index) >= self.state_dim:
+            raise DatasetError(f"state of {self.state_dim} values has no joint positions at {self.anchor_index}")
         tasks = tuple(self.tasks)
         if len(set(tasks)) != len(tasks):
             raise DatasetError(f"task list has duplicates: {tasks}")
@@ -373,11 +409,22 @@ class Normalizer:
 
     @property
     def action_dim(self) -> int:
-        return int(self.action_mean.shape[0])
+        return int(self.action_mean.shape[-1])
+
+    @property
+    def horizon(self) -> int | None:
+        """The chunk length per-step statistics were computed for; None for per-joint statistics."""
+        return int(self.action_mean.shape[0]) if self.action_mean.ndim == 2 else None
 
     @property
     def obs_dim(self) -> int:
         return self.state_dim + len(self.tasks)
+
+    @property
+    def anchor_index(self) -> list[int]:
+        """State indices of the measured joint positions that ``relative_dims`` are offsets from."""
+        joints = joint_position_index(self.state_source)
+        return [joints[d] for d in self.relative_dims]
 
     def task_id(self, task: str) -> int:
         try:
@@ -402,35 +449,115 @@ class Normalizer:
         out[np.arange(states.shape[0]), self.state_dim + ids] = 1.0
         return out[0] if squeeze else out
 
-    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
-        return ((np.asarray(actions, np.float64) - self.action_mean) / self.action_std).astype(np.float32)
+    def anchors(self, states: np.ndarray) -> np.ndarray:
+        """``(N, len(relative_dims))`` joint positions the relative dims are offsets from, from raw states."""
+        return np.atleast_2d(np.asarray(states, np.float64))[:, self.anchor_index]
 
-    def denormalize_actions(self, actions: np.ndarray) -> np.ndarray:
-        return np.asarray(actions, np.float64) * self.action_std + self.action_mean
+    def _check_chunks(self, chunks: np.ndarray) -> None:
+        if chunks.ndim != 3 or chunks.shape[2] != self.action_dim:
+            raise DatasetError(f"action chunks must be (N, H, {self.action_dim}), got {chunks.shape}")
+        if self.horizon is not None and chunks.shape[1] != self.horizon:
+            raise DatasetError(f"chunks have {chunks.shape[1]} steps; the statistics are for H={self.horizon}")
+
+    def normalize_chunks(self, chunks: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Joint-target chunks ``(N, H, A)`` -> policy units; ``anchors`` from :meth:`anchors` of each chunk's state."""
+        chunks = np.array(chunks, np.float64)
+        self._check_chunks(chunks)
+        if self.relative_dims:
+            chunks[:, :, self.relative_dims] -= np.asarray(anchors, np.float64)[:, None, :]
+        return ((chunks - self.action_mean) / self.action_std).astype(np.float32)
+
+    def denormalize_chunks(self, chunks: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize_chunks`: policy units ``(N, H, A)`` -> joint targets."""
+        chunks = np.asarray(chunks, np.float64)
+        self._check_chunks(chunks)
+        out = chunks * self.action_std + self.action_mean
+        if self.relative_dims:
+            out[:, :, self.relative_dims] += np.asarray(anchors, np.float64)[:, None, :]
+        return out
 
     def to_manifest(self) -> Normalization:
-        """The exported artifact's ``normalization`` block."""
+        """The exported artifact's ``normalization`` block (``(H, A)`` statistics flattened row-major)."""
         return Normalization(
             state_mean=[float(x) for x in self.state_mean],
             state_std=[float(x) for x in self.state_std],
-            action_mean=[float(x) for x in self.action_mean],
-            action_std=[float(x) for x in self.action_std],
+            action_mean=[float(x) for x in self.action_mean.reshape(-1)],
+            action_std=[float(x) for x in self.action_std.reshape(-1)],
         )
 
     def observation_spec(self) -> ObservationSpec:
         """The exported artifact's ``observation`` block (low-dim state + task one-hot, no cameras)."""
         return ObservationSpec(state_source=self.state_source, state_dim=self.state_dim, tasks=list(self.tasks))
 
+    def action_spec(self) -> ActionSpec:
+        """The exported artifact's ``action`` block: the robot's joints plus this encoding's relative dims."""
+        spec = relative_action_spec(self.state_source, list(self.relative_dims))
+        if self.horizon is not None:
+            spec.horizon = self.horizon
+        return spec
+
     @classmethod
-    def from_manifest(cls, normalization: Normalization, observation: ObservationSpec) -> Normalizer:
+    def from_manifest(
+        cls, normalization: Normalization, observation: ObservationSpec, action: ActionSpec | None = None
+    ) -> Normalizer:
+        action = action if action is not None else ActionSpec()
+        a_mean, a_std = np.asarray(normalization.action_mean), np.asarray(normalization.action_std)
+        if a_mean.size == action.horizon * action.dim:
+            a_mean, a_std = a_mean.reshape(action.horizon, action.dim), a_std.reshape(action.horizon, action.dim)
+        if [joint_position_index(observation.state_source)[d] for d in action.relative_dims] != list(
+            action.relative_state_index
+        ):
+            raise DatasetError("manifest's relative_state_index is not the joint positions of its state source")
         return cls(
             state_mean=np.asarray(normalization.state_mean),
             state_std=np.asarray(normalization.state_std),
-            action_mean=np.asarray(normalization.action_mean),
-            action_std=np.asarray(normalization.action_std),
+            action_mean=a_mean,
+            action_std=a_std,
             tasks=tuple(observation.tasks),
             state_source=observation.state_source,
+            relative_dims=tuple(action.relative_dims),
         )
+
+
+def _raise_small(std: np.ndarray, min_std: float) -> np.ndarray:
+    return np.where(std < 1e-6, 1.0, np.maximum(std, min_std))
+
+
+def _chunk_statistics(
+    episodes: Sequence[EpisodeArrays],
+    horizon: int,
+    relative_dims: tuple[int, ...],
+    anchor_index: list[int],
+    per_step: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std per (chunk step, joint), or per joint pooled over steps, of the encoded chunks starting at every step.
+
+    Entries past an episode's end (the padding the replay repeats) are left out; accumulates per
+    step so memory stays ``O(H * A)`` whatever the data size.
+    """
+    dim = episodes[0].actions.shape[1]
+    count = np.zeros((horizon, 1))
+    total = np.zeros((horizon, dim))
+    total_sq = np.zeros((horizon, dim))
+    for ep in episodes:
+        actions = ep.actions.astype(np.float64)
+        anchors = ep.states[:, anchor_index].astype(np.float64)
+        for h in range(min(horizon, ep.length)):
+            values = actions[h:].copy()
+            if relative_dims:
+                values[:, relative_dims] -= anchors[: ep.length - h]
+            count[h] += values.shape[0]
+            total[h] += values.sum(axis=0)
+            total_sq[h] += np.square(values).sum(axis=0)
+    if not per_step:
+        count, total, total_sq = count.sum(axis=0), total.sum(axis=0), total_sq.sum(axis=0)
+    mean = total / np.maximum(count, 1)
+    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - np.square(mean), 0.0))
+    if per_step:  # steps no episode reaches (all shorter than H) reuse the last step that has data
+        for h in range(1, horizon):
+            if count[h, 0] == 0:
+                mean[h], std[h] = mean[h - 1], std[h - 1]
+    return mean, std
 
 
 def compute_normalizer(
@@ -438,29 +565,35 @@ def compute_normalizer(
     tasks: Sequence[str] = TASK_NAMES,
     state_source: str = "sim_state",
     min_std: float = 1e-2,
+    horizon: int = CHUNK_HORIZON,
+    encoding: ActionEncoding | None = None,
 ) -> Normalizer:
-    """Mean/std over every recorded state and action of ``episodes``.
+    """Normalisation statistics over every recorded state and action chunk of ``episodes``.
 
     A standard deviation below ``min_std`` is raised to ``min_std``, and an (almost) constant
     dimension (std < 1e-6: unused state slots, absent tasks' flags) gets std 1 so it maps to 0
     and a value it never took in the data is not blown up by a tiny divisor. ``tasks`` fixes the
     one-hot order; the default is the whole suite so the observation layout does not change when
-    a task is added to or missing from the data.
+    a task is added to or missing from the data. ``encoding`` (default :class:`ActionEncoding`:
+    relative arm joints, per-step statistics over chunks of ``horizon``) decides the action side.
     """
     if not episodes:
         raise DatasetError("cannot compute normalisation statistics from zero episodes")
-    states = np.concatenate(
-        [ep.states for ep in episodes] + [ep.final_state[None] for ep in episodes if ep.final_state is not None]
-    ).astype(np.float64)
-    actions = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
-
-    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        return mean, np.where(std < 1e-6, 1.0, np.maximum(std, min_std))
-
-    s_mean, s_std = stats(states)
-    a_mean, a_std = stats(actions)
+    encoding = encoding if encoding is not None else ActionEncoding()
     missing = sorted({ep.task for ep in episodes} - set(tasks))
     if missing:
         raise DatasetError(f"episodes of task(s) {missing} are not in the task list {tuple(tasks)}")
-    return Normalizer(s_mean, s_std, a_mean, a_std, tuple(tasks), state_source)
+    states = np.concatenate(
+        [ep.states for ep in episodes] + [ep.final_state[None] for ep in episodes if ep.final_state is not None]
+    ).astype(np.float64)
+    s_std = _raise_small(states.std(axis=0), min_std)
+    relative = tuple(encoding.relative_dims)
+    anchor_index = [joint_position_index(state_source)[d] for d in relative]
+    if relative and max(anchor_index) >= states.shape[1]:
+        raise DatasetError(f"{state_source} states of {states.shape[1]} values hold no joint positions to anchor on")
+    # Absolute per-joint statistics only need the first chunk step (every action once).
+    steps = horizon if relative or encoding.per_step else 1
+    a_mean, a_std = _chunk_statistics(episodes, steps, relative, anchor_index, encoding.per_step)
+    return Normalizer(
+        states.mean(axis=0), s_std, a_mean, _raise_small(a_std, min_std), tuple(tasks), state_source, relative
+    )

@@ -136,8 +136,11 @@ class ReplayBuffer:
         self.stride = stride
         self.n_step: NStep = n_step
         self._lock = threading.Lock()
+        if normalizer.horizon is not None and normalizer.horizon != horizon:
+            raise ValueError(f"normaliser statistics are for {normalizer.horizon}-step chunks, buffer: {horizon}")
         self._obs = _Rows((normalizer.obs_dim,), np.float32)
-        self._actions = _Rows((normalizer.action_dim,), np.float32)
+        self._anchors = _Rows((len(normalizer.relative_dims),), np.float64)  # per obs row
+        self._actions = _Rows((normalizer.action_dim,), np.float32)  # raw joint targets; encoded at sampling
         self._table = {name: _Rows((), dtype) for name, dtype in _TABLE_FIELDS.items()}
         self._stored: list[_Stored] = []
         self._ids: set[str] = set()
@@ -204,11 +207,13 @@ class ReplayBuffer:
         task_id = self.normalizer.task_id(episode.task)
         states = episode.states if episode.final_state is None else np.vstack([episode.states, episode.final_state])
         obs = self.normalizer.obs(states, episode.task)
-        actions = self.normalizer.normalize_actions(episode.actions)
+        anchors = self.normalizer.anchors(states)
         with self._lock:
             if episode.episode_id and episode.episode_id in self._ids:
                 return 0
-            stored = _Stored(episode, self._obs.append(obs), self._actions.append(actions), task_id)
+            offset = self._obs.append(obs)
+            self._anchors.append(anchors)
+            stored = _Stored(episode, offset, self._actions.append(episode.actions), task_id)
             self._stored.append(stored)
             if episode.episode_id:
                 self._ids.add(episode.episode_id)
@@ -290,9 +295,10 @@ class ReplayBuffer:
         valid = a_idx < col["action_end"][:, None]
         a_idx = np.minimum(a_idx, col["action_end"][:, None] - 1)
         obs = self._obs.view()
+        actions = self.normalizer.normalize_chunks(self._actions.view()[a_idx], self._anchors.view()[col["state_idx"]])
         return {
             "obs": obs[col["state_idx"]],
-            "actions": self._actions.view()[a_idx],
+            "actions": actions,
             "next_obs": obs[col["next_idx"]],
             "reward": col["reward"],
             "discount": col["discount"],

@@ -222,9 +222,8 @@ class SimFleet:
             need = [s for s in active if not s.human and not s.queue]
             if need:
                 obs = np.zeros((self.size, normalizer.obs_dim), np.float32)
-                obs[: len(need)] = normalizer.obs(
-                    np.stack([s.obs[state_key] for s in need]), [s.spec.task for s in need]
-                )
+                states = np.stack([s.obs[state_key] for s in need])
+                obs[: len(need)] = normalizer.obs(states, [s.spec.task for s in need])
                 noise = rng.standard_normal((self.size, horizon, normalizer.action_dim)).astype(np.float32)
                 p0 = time.perf_counter()
                 chunks = np.asarray(policy(obs, noise))
@@ -234,7 +233,7 @@ class SimFleet:
                     raise ValueError(
                         f"policy returned shape {chunks.shape}, expected {(self.size, horizon, normalizer.action_dim)}"
                     )
-                targets = normalizer.denormalize_actions(chunks[: len(need)])
+                targets = normalizer.denormalize_chunks(chunks[: len(need)], normalizer.anchors(states))
                 for slot, chunk in zip(need, targets, strict=True):
                     slot.queue.extend(chunk[:execute])
             finished = []

@@ -339,7 +339,9 @@ def test_watcher_follows_snapshot_announcements_and_feeds_a_replay_buffer(s3_sto
         reader = _reader(coord, s3_store, load_images=False)
         items = list(reader.load(reader.advance(watcher.version).records))
         converted = [from_episode(x.episode, "joint_positions") for x in items]
-        buffer = ReplayBuffer(compute_normalizer(converted, state_source="joint_positions"), horizon=2, gamma=0.9)
+        buffer = ReplayBuffer(
+            compute_normalizer(converted, state_source="joint_positions", horizon=2), horizon=2, gamma=0.9
+        )
         convert = lambda e: from_episode(e, "joint_positions")  # noqa: E731
         added, failed = feed_buffer(buffer, items, convert)
         assert failed == [] and added == len(buffer) > 0 and buffer.num_episodes == 3

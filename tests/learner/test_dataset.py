@@ -13,6 +13,7 @@ import pytest
 
 from lwd_learner import divl
 from lwd_learner.dataset import (
+    ActionEncoding,
     DatasetError,
     EpisodeArrays,
     Normalizer,
@@ -33,8 +34,9 @@ from lwd_protocol.episode import (
     new_episode_id,
 )
 from lwd_protocol.episode_io import EpisodeWriter, read_episode
-from lwd_protocol.manifest import Normalization
-from lwd_protocol.policy_io import task_one_hot
+from lwd_protocol.manifest import ActionSpec, Normalization, ObservationSpec, PolicyManifest
+from lwd_protocol.policy_io import decode_actions, task_one_hot
+from lwd_protocol.robot_spec import ARM_JOINT_DIMS
 from lwd_protocol.tasks import TASK_NAMES
 
 H, GAMMA = 3, 0.9
@@ -205,7 +207,7 @@ def test_normalizer_statistics_and_contract() -> None:
         final_state=np.r_[rng.normal(size=4), 7.0],
     )
     a = EpisodeArrays(**{**a.__dict__, "states": np.c_[a.states[:, :4], np.full(20, 7.0)]})
-    norm = compute_normalizer([a, b])
+    norm = compute_normalizer([a, b], encoding=ActionEncoding.absolute())
     states = np.vstack([a.states, b.states, b.final_state[None]]).astype(np.float64)
     np.testing.assert_allclose(norm.state_mean, states.mean(0), rtol=1e-6)
     np.testing.assert_allclose(norm.state_std[:4], states[:, :4].std(0), rtol=1e-6)
@@ -217,7 +219,11 @@ def test_normalizer_statistics_and_contract() -> None:
     obs = norm.obs(b.states, "gongfu_tea")
     np.testing.assert_allclose(obs[:, :5], (b.states - norm.state_mean) / norm.state_std, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(obs[:, 5:], np.repeat(task_one_hot(list(TASK_NAMES), "gongfu_tea"), 30, 0))
-    np.testing.assert_allclose(norm.denormalize_actions(norm.normalize_actions(actions)), actions, atol=1e-5)
+    chunks = actions[:12].reshape(4, 3, 3)
+    np.testing.assert_allclose(norm.denormalize_chunks(norm.normalize_chunks(chunks, None), None), chunks, atol=1e-5)
+    np.testing.assert_allclose(
+        norm.normalize_chunks(chunks, None), (chunks - norm.action_mean) / norm.action_std, rtol=1e-5
+    )
 
     exported = norm.to_manifest()
     assert isinstance(exported, Normalization)
@@ -227,6 +233,78 @@ def test_normalizer_statistics_and_contract() -> None:
         Normalizer(norm.state_mean, norm.state_std, norm.action_mean, norm.action_std, ("restocking",)).obs(
             b.states, "shoebox"
         )
+
+
+def _joint_episode(T: int, seed: int, task: str = "restocking") -> EpisodeArrays:
+    """An episode whose state is the 16 measured joint positions (the hardware state source)."""
+    rng = np.random.default_rng(seed)
+    q = np.cumsum(rng.normal(0, 0.05, (T, 16)), axis=0) + rng.normal(0, 1, 16)
+    actions = q + rng.normal(0, 0.1, (T, 16))
+    actions[:, [7, 15]] = rng.choice([0.0, 0.04], (T, 2))  # grippers: absolute open/closed
+    return EpisodeArrays(task, q, actions, np.zeros(T), Outcome.SUCCESS, EpisodeSource.DEMO)
+
+
+def test_relative_per_step_statistics_match_a_brute_force_count() -> None:
+    """Every (chunk step h, joint) statistic equals the one over all explicit a[t+h] - q[t] (t+h < T)."""
+    horizon = 5
+    episodes = [_joint_episode(T, seed) for T, seed in ((12, 1), (3, 2), (30, 3))]
+    norm = compute_normalizer(episodes, state_source="joint_positions", horizon=horizon)
+    assert norm.relative_dims == ARM_JOINT_DIMS and norm.horizon == horizon
+    for h in range(horizon):
+        values = []
+        for ep in episodes:
+            for t in range(ep.length - h):
+                v = ep.actions[t + h].astype(np.float64).copy()
+                for d in ARM_JOINT_DIMS:
+                    v[d] -= ep.states[t, d]
+                values.append(v)
+        values = np.array(values)
+        np.testing.assert_allclose(norm.action_mean[h], values.mean(0), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(norm.action_std[h], np.maximum(values.std(0), 1e-2), rtol=1e-5)
+    short = compute_normalizer(episodes[:2], state_source="joint_positions", horizon=15)  # longest is 12 steps
+    np.testing.assert_allclose(short.action_mean[12:], np.repeat(short.action_mean[11:12], 3, axis=0))
+
+
+def test_relative_chunks_round_trip_and_decode_like_the_robot() -> None:
+    """Learner encoding -> manifest -> ``policy_io.decode_actions`` (the robot's path) gives the same targets."""
+    horizon = 4
+    episodes = [_joint_episode(20, seed) for seed in (4, 5)]
+    norm = compute_normalizer(episodes, state_source="joint_positions", horizon=horizon)
+    ep = episodes[0]
+    starts = np.array([0, 6, 15])
+    chunks, _ = chunk_actions(ep.actions, starts, horizon)
+    anchors = norm.anchors(ep.states[starts])
+    encoded = norm.normalize_chunks(chunks, anchors)
+    # arm dims are offsets from the start state's joints, grippers absolute
+    want = chunks.astype(np.float64).copy()
+    want[:, :, list(ARM_JOINT_DIMS)] -= ep.states[starts][:, None, list(ARM_JOINT_DIMS)]
+    np.testing.assert_allclose(encoded, (want - norm.action_mean) / norm.action_std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.denormalize_chunks(encoded, anchors), chunks, atol=1e-5)
+
+    action = norm.action_spec()
+    assert action.horizon == horizon and action.relative_state_index == list(ARM_JOINT_DIMS)
+    manifest = PolicyManifest(
+        version=1,
+        parent_version=0,
+        created_at="2026-01-01T00:00:00Z",
+        training_snapshot=1,
+        model_file="m.onnx",
+        files={},
+        inputs=[],
+        outputs=[],
+        observation=norm.observation_spec(),
+        action=action,
+        normalization=norm.to_manifest(),
+    )
+    for row, start in enumerate(starts):
+        got = decode_actions(manifest, encoded[row], ep.states[start])
+        np.testing.assert_allclose(got, chunks[row], atol=1e-5)
+    back = Normalizer.from_manifest(manifest.normalization, manifest.observation, manifest.action)
+    np.testing.assert_allclose(back.action_mean, norm.action_mean)
+    assert back.relative_dims == norm.relative_dims
+    with pytest.raises(DatasetError, match="relative_state_index"):
+        bad = ActionSpec(horizon=horizon, relative_dims=[0], relative_state_index=[3])
+        Normalizer.from_manifest(manifest.normalization, ObservationSpec(state_dim=16), bad)
 
 
 def test_bad_input_is_named() -> None:

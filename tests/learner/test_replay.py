@@ -11,6 +11,7 @@ import pytest
 from lwd_learner.dataset import EpisodeArrays, Normalizer, chunk_actions, episode_transitions
 from lwd_learner.replay import AGENT_KEYS, MixedSampler, ReplayBuffer, paper_n_step, to_agent_batch
 from lwd_protocol.episode import ActionSource, EpisodeSource, Outcome
+from lwd_protocol.robot_spec import ARM_JOINT_DIMS
 
 S, A, H, GAMMA = 5, 3, 4, 0.95
 
@@ -18,6 +19,20 @@ S, A, H, GAMMA = 5, 3, 4, 0.95
 def _norm(tasks=("restocking", "gongfu_tea")) -> Normalizer:
     rng = np.random.default_rng(0)
     return Normalizer(rng.normal(size=S), rng.uniform(0.5, 2, S), rng.normal(size=A), rng.uniform(0.5, 2, A), tasks)
+
+
+def _relative_norm() -> Normalizer:
+    """Per-step statistics and arm joints relative to a 16-D joint-position state."""
+    rng = np.random.default_rng(1)
+    return Normalizer(
+        rng.normal(size=16),
+        rng.uniform(0.5, 2, 16),
+        rng.normal(size=(H, 16)),
+        rng.uniform(0.5, 2, (H, 16)),
+        ("restocking",),
+        "joint_positions",
+        ARM_JOINT_DIMS,
+    )
 
 
 def _ep(T, task="restocking", outcome=Outcome.SUCCESS, eid="", seed=0, final=False, human=()):
@@ -56,7 +71,8 @@ def test_gather_equals_episode_transitions() -> None:
         np.testing.assert_allclose(batch["obs"][rows], norm.obs(states[tr.start], ep.task), rtol=1e-6)
         np.testing.assert_allclose(batch["next_obs"][rows], norm.obs(states[tr.bootstrap], ep.task), rtol=1e-6)
         chunks, valid = chunk_actions(ep.actions, tr.start, H)
-        np.testing.assert_allclose(batch["actions"][rows], norm.normalize_actions(chunks), rtol=1e-5, atol=1e-6)
+        want = norm.normalize_chunks(chunks, norm.anchors(states[tr.start]))
+        np.testing.assert_allclose(batch["actions"][rows], want, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(batch["action_valid"][rows], valid)
         np.testing.assert_allclose(batch["reward"][rows], tr.reward)
         np.testing.assert_allclose(batch["discount"][rows], tr.discount)
@@ -152,3 +168,28 @@ def test_reader_thread_can_add_while_sampling() -> None:
         assert np.all(np.isfinite(batch["obs"]))
     thread.join()
     assert not errors and buf.num_episodes == 40
+
+
+def test_relative_actions_are_offsets_from_the_chunk_start_state() -> None:
+    """With relative encoding a gathered chunk is (a[t+h] - q[t] on arm joints - mean[h]) / std[h]."""
+    norm = _relative_norm()
+    rng = np.random.default_rng(7)
+    ep = EpisodeArrays(
+        "restocking",
+        rng.normal(size=(11, 16)),
+        rng.normal(size=(11, 16)),
+        np.zeros(11),
+        Outcome.SUCCESS,
+        EpisodeSource.DEMO,
+    )
+    buf = ReplayBuffer(norm, H, GAMMA)
+    buf.add_episode(ep)
+    batch = buf.gather(np.arange(len(buf)))
+    for row, t in enumerate(batch["step"]):
+        for h in range(H):
+            target = ep.actions[min(t + h, ep.length - 1)].astype(np.float64).copy()
+            target[list(ARM_JOINT_DIMS)] -= ep.states[t, list(ARM_JOINT_DIMS)]
+            want = (target - norm.action_mean[h]) / norm.action_std[h]
+            np.testing.assert_allclose(batch["actions"][row, h], want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="4-step chunks"):
+        ReplayBuffer(norm, H + 1, GAMMA)

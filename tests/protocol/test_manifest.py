@@ -72,6 +72,11 @@ def test_tampered_file_is_detected(tmp_path):
         (lambda d: d["normalization"].update(state_std=[0.0] * 16), "state_std must be strictly positive"),
         (lambda d: d["normalization"].update(action_mean=[0.0] * 3), "action_mean has 3 values"),
         (lambda d: d.update(format_version=99), "format version 99"),
+        (lambda d: d.update(format_version=1), "format version 1 is not supported"),
+        (lambda d: d["action"].update(relative_dims=[0, 1], relative_state_index=[0]), "relative_dims has 2 entries"),
+        (lambda d: d["action"].update(relative_dims=[16], relative_state_index=[0]), "relative_dims"),
+        (lambda d: d["action"].update(relative_dims=[0], relative_state_index=[99]), "relative_state_index"),
+        (lambda d: d["normalization"].update(action_std=[1.0] * 31 * 16), "action_std has 496 values"),
         (lambda d: d["files"].update({"../x": d["files"]["policy.onnx"]}), "invalid artifact file name"),
     ],
 )

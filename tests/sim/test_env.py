@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lwd_protocol.policy_io import joint_position_index
 from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES
 from lwd_sim import STATE_DIM, ScriptedExpert, make_env
 from lwd_sim.tasks import IMPLEMENTED_TASKS
@@ -62,6 +63,10 @@ def test_observation_contract(task: str) -> None:
     assert isinstance(obs["instruction"], str) and obs["instruction"]
     assert "images" not in obs
     assert obs["sim_state"][: len(IMPLEMENTED_TASKS) + 8].sum() >= 1  # task one-hot set
+    # relative actions are anchored on these entries (lwd_protocol.policy_io.joint_position_index)
+    obs, *_ = env.step(env.joint_position() + 0.05)
+    joints = joint_position_index("sim_state")
+    np.testing.assert_allclose(obs["sim_state"][joints], obs["joint_position"], atol=1e-6)
     with pytest.raises(ValueError):
         env.step(np.zeros(ACTION_DIM - 1))
 

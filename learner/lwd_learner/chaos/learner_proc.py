@@ -350,6 +350,7 @@ class ChaosLearner:
             self.state.policy_params,
             normalization=self.normalizer.to_manifest(),
             observation=self.normalizer.observation_spec(),
+            action=self.normalizer.action_spec(),
             version=version,
             parent_version=self.published,
             training_snapshot=self.snapshot,

@@ -181,6 +181,7 @@ class FlywheelLearner:
             state.policy_params,
             normalization=normalizer.to_manifest(),
             observation=normalizer.observation_spec(),
+            action=normalizer.action_spec(),
             version=version,
             parent_version=self.progress.version,
             training_snapshot=snapshot,

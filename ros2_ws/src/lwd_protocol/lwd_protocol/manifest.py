@@ -52,9 +52,19 @@ class TensorSpec:
 
 @dataclass
 class ActionSpec:
+    """The action chunk: joint targets for ``horizon`` ticks at ``control_rate_hz``.
+
+    ``relative_dims`` are predicted as offsets from the measured joint position at the chunk's
+    first tick (openpi's delta actions: the network outputs small residuals instead of
+    re-deriving where the arm already is); the anchor of ``relative_dims[i]`` is the raw
+    ``state`` input's value at ``relative_state_index[i]``. The other dims (grippers) are absolute.
+    """
+
     joint_names: list[str] = field(default_factory=lambda: list(JOINT_NAMES))
     horizon: int = CHUNK_HORIZON
     control_rate_hz: float = CONTROL_RATE_HZ
+    relative_dims: list[int] = field(default_factory=list)
+    relative_state_index: list[int] = field(default_factory=list)
 
     @property
     def dim(self) -> int:
@@ -75,7 +85,12 @@ class ObservationSpec:
 
 @dataclass
 class Normalization:
-    """x_normalised = (x - mean) / std, per input; actions are de-normalised with action_mean/std."""
+    """x_normalised = (x - mean) / std, per input; actions are de-normalised with action_mean/std.
+
+    The action statistics have either ``A`` values (one per joint, shared by every chunk step) or
+    ``H * A`` values (row-major ``(H, A)``: one per chunk step and joint, which relative actions
+    need because an offset grows with the step).
+    """
 
     state_mean: list[float]
     state_std: list[float]
@@ -187,15 +202,18 @@ class PolicyManifest:
             raise ManifestError(
                 f"action spec must be positive, got horizon={self.action.horizon} dim={self.action.dim}"
             )
+        self._validate_relative_actions()
         norm = self.normalization
-        for key, values, size in (
-            ("state_mean", norm.state_mean, self.observation.state_dim),
-            ("state_std", norm.state_std, self.observation.state_dim),
-            ("action_mean", norm.action_mean, self.action.dim),
-            ("action_std", norm.action_std, self.action.dim),
+        per_step = self.action.horizon * self.action.dim
+        for key, values, sizes in (
+            ("state_mean", norm.state_mean, (self.observation.state_dim,)),
+            ("state_std", norm.state_std, (self.observation.state_dim,)),
+            ("action_mean", norm.action_mean, (self.action.dim, per_step)),
+            ("action_std", norm.action_std, (self.action.dim, per_step)),
         ):
-            if len(values) != size:
-                raise ManifestError(f"normalization.{key} has {len(values)} values, expected {size}")
+            if len(values) not in sizes:
+                want = " or ".join(str(n) for n in sizes)
+                raise ManifestError(f"normalization.{key} has {len(values)} values, expected {want}")
             if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
                 raise ManifestError(f"normalization.{key} contains a non-finite value")
             if key.endswith("std") and not all(v > 0 for v in values):
@@ -205,6 +223,18 @@ class PolicyManifest:
                 raise ManifestError(f"observation.cameras names unknown camera {cam!r}")
         if self.flow_steps < 1:
             raise ManifestError(f"flow_steps must be >= 1, got {self.flow_steps}")
+
+    def _validate_relative_actions(self) -> None:
+        dims, index = self.action.relative_dims, self.action.relative_state_index
+        if len(dims) != len(index):
+            raise ManifestError(
+                f"action.relative_dims has {len(dims)} entries but action.relative_state_index has {len(index)}"
+            )
+        if len(set(dims)) != len(dims) or not all(isinstance(d, int) and 0 <= d < self.action.dim for d in dims):
+            raise ManifestError(f"action.relative_dims {dims} must be distinct action dims in [0, {self.action.dim})")
+        state_dim = self.observation.state_dim
+        if not all(isinstance(i, int) and 0 <= i < state_dim for i in index):
+            raise ManifestError(f"action.relative_state_index {index} must be state indices in [0, {state_dim})")
 
     def verify_files(self, folder: Path) -> None:
         """Check every listed file exists in folder with the recorded size and sha256."""

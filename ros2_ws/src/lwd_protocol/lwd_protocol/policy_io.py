@@ -15,7 +15,9 @@ inputs
                w=1 data), an input so the robot owns the randomness and the reference I/O is exact.
 outputs
     ``actions`` ``(B, H, A)`` float32 -- the action chunk in *normalised* units; the robot
-               de-normalises with ``normalization.action_*`` and then applies its safety filter.
+               de-normalises with ``normalization.action_*`` (per joint, or per chunk step and
+               joint), adds the measured joint positions to ``action.relative_dims`` (read from
+               the raw state at ``action.relative_state_index``), then applies its safety filter.
 
 Reference I/O (``reference_io.npz``) stores arrays under ``in/<name>`` and ``out/<name>``.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lwd_protocol.manifest import ActionSpec, ManifestError, ObservationSpec, PolicyManifest, TensorSpec
+from lwd_protocol.robot_spec import JOINT_NAMES
 
 STATE_INPUT = "state"
 TASK_INPUT = "task"
@@ -34,6 +37,31 @@ IMAGES_INPUT = "images"
 NOISE_INPUT = "noise"
 ACTIONS_OUTPUT = "actions"
 STATE_SOURCES = ("joint_positions", "sim_state")
+# Where the measured joint positions (JOINT_NAMES order) sit in the sim's privileged state vector;
+# lwd_sim lays its state out around this offset.
+SIM_STATE_JOINT_OFFSET = 127
+
+
+def joint_position_index(state_source: str) -> list[int]:
+    """Indices of the measured joint positions (``JOINT_NAMES`` order) in a ``state_source`` vector."""
+    if state_source == "joint_positions":
+        return list(range(len(JOINT_NAMES)))
+    if state_source == "sim_state":
+        return list(range(SIM_STATE_JOINT_OFFSET, SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES)))
+    raise ManifestError(f"state_source {state_source!r} is not one of {STATE_SOURCES}")
+
+
+def relative_action_spec(state_source: str, relative_dims: list[int], action: ActionSpec | None = None) -> ActionSpec:
+    """``action`` (default: the robot's) with ``relative_dims`` anchored on the measured joints of ``state_source``."""
+    base = action if action is not None else ActionSpec()
+    joints = joint_position_index(state_source)
+    return ActionSpec(
+        joint_names=list(base.joint_names),
+        horizon=base.horizon,
+        control_rate_hz=base.control_rate_hz,
+        relative_dims=[int(d) for d in relative_dims],
+        relative_state_index=[joints[d] for d in relative_dims],
+    )
 
 
 class PolicyInputError(ValueError):
@@ -117,14 +145,27 @@ def build_inputs(
     return inputs
 
 
-def decode_actions(manifest: PolicyManifest, raw: np.ndarray) -> np.ndarray:
-    """``(H, A)`` joint targets from the model's normalised output (batch 1)."""
+def decode_actions(manifest: PolicyManifest, raw: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+    """``(H, A)`` joint targets from the model's normalised output (batch 1).
+
+    ``state`` is the raw (un-normalised) state the chunk was computed from; it is required when
+    the policy predicts relative actions, whose anchors it holds.
+    """
     act = manifest.action
     raw = np.asarray(raw, dtype=np.float64)
     if raw.size != act.horizon * act.dim:
         raise PolicyInputError(f"model output has {raw.size} values, expected {act.horizon}x{act.dim}")
     norm = manifest.normalization
-    return raw.reshape(act.horizon, act.dim) * np.asarray(norm.action_std) + np.asarray(norm.action_mean)
+    shape = (act.horizon, act.dim) if len(norm.action_mean) == act.horizon * act.dim else (act.dim,)
+    chunk = raw.reshape(act.horizon, act.dim) * np.reshape(norm.action_std, shape) + np.reshape(norm.action_mean, shape)
+    if act.relative_dims:
+        if state is None:
+            raise PolicyInputError("policy predicts relative joint actions; decoding needs the state it saw")
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (manifest.observation.state_dim,):
+            raise PolicyInputError(f"state has {state.size} values, policy expects {manifest.observation.state_dim}")
+        chunk[:, act.relative_dims] += state[act.relative_state_index][None, :]
+    return chunk
 
 
 def save_reference_io(path: str | Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:

@@ -6,7 +6,9 @@ refuses a major version it does not know instead of misreading it.
 
 PROTOCOL_VERSION = 1
 EPISODE_FORMAT_VERSION = 1
-MANIFEST_FORMAT_VERSION = 1
+# 2: relative (delta) joint actions and per-chunk-step action statistics; a v1 reader would
+# misread them as absolute targets, so it must refuse them.
+MANIFEST_FORMAT_VERSION = 2
 
 
 class ProtocolVersionError(ValueError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from lwd_protocol.policy_io import SIM_STATE_JOINT_OFFSET
 from lwd_protocol.robot_spec import ACTION_DIM, JOINT_NAMES
 from lwd_protocol.tasks import TASK_NAMES
 from lwd_sim.grasp import Graspable, GraspManager
@@ -43,11 +44,13 @@ STATE_LAYOUT: dict[str, slice] = {
     "referents": slice(117, 117 + MAX_OBJECTS),
     # Proprioception: the measured joint positions (what /joint_states carries), so absolute joint
     # targets can be predicted relative to where the arms are.
-    "joint_positions": slice(127, 127 + len(JOINT_NAMES)),
+    "joint_positions": slice(SIM_STATE_JOINT_OFFSET, SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES)),
     # The named objects' poses, per referent rank (1st, 2nd): pos(3) quat(4) present(1), so a state
     # policy need not look up "the slot whose referent flag is 1" itself (real policies ground the
     # instruction in the images).
-    "referent_poses": slice(127 + len(JOINT_NAMES), 127 + len(JOINT_NAMES) + 8 * MAX_REFERENTS),
+    "referent_poses": slice(
+        SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES), SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES) + 8 * MAX_REFERENTS
+    ),
 }
 STATE_DIM = STATE_LAYOUT["referent_poses"].stop
 

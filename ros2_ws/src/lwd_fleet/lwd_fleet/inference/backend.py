@@ -76,7 +76,7 @@ class PolicyBackend(abc.ABC):
         raw = np.asarray(self._run(feeds))
         if not np.all(np.isfinite(raw)):
             raise InferenceError(f"{self.name}: policy v{manifest.version} produced non-finite actions")
-        chunk = decode_actions(manifest, raw)
+        chunk = decode_actions(manifest, raw, observation.state)
         if not np.all(np.isfinite(chunk)):
             raise InferenceError(f"{self.name}: de-normalised actions of v{manifest.version} are non-finite")
         return chunk.astype(np.float32)

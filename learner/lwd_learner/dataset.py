@@ -491,10 +491,8 @@ class Normalizer:
 
     def action_spec(self) -> ActionSpec:
         """The exported artifact's ``action`` block: the robot's joints plus this encoding's relative dims."""
-        spec = relative_action_spec(self.state_source, list(self.relative_dims))
-        if self.horizon is not None:
-            spec.horizon = self.horizon
-        return spec
+        base = ActionSpec(horizon=self.horizon) if self.horizon is not None else None
+        return relative_action_spec(self.state_source, list(self.relative_dims), base)
 
     @classmethod
     def from_manifest(

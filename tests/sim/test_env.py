@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 
 from lwd_protocol.policy_io import joint_position_index
 from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES
-from lwd_sim import STATE_DIM, ScriptedExpert, make_env
+from lwd_sim import STATE_DIM, STATE_LAYOUT, ScriptedExpert, make_env
 from lwd_sim.tasks import IMPLEMENTED_TASKS
 
 
@@ -69,6 +70,23 @@ def test_observation_contract(task: str) -> None:
     np.testing.assert_allclose(obs["sim_state"][joints], obs["joint_position"], atol=1e-6)
     with pytest.raises(ValueError):
         env.step(np.zeros(ACTION_DIM - 1))
+
+
+@pytest.mark.parametrize("task", ["fruit_juice", "gongfu_tea", "open_cooler"])
+def test_state_holds_the_randomly_placed_fixtures(task: str) -> None:
+    """Where the board / tray / cooler went this episode is in the state (else a state policy guesses)."""
+    env = make_env(task, seed=0)
+    seen = []
+    for seed in (1, 2, 3):
+        state = env.reset(seed)["sim_state"][STATE_LAYOUT["fixtures"]]
+        names = env.task.fixtures
+        assert names, f"{task} moves fixtures but declares none"
+        for i, name in enumerate(names):
+            body = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, name)
+            np.testing.assert_allclose(state[2 * i : 2 * i + 2], env.data.xpos[body][:2], atol=1e-6)
+        assert not state[2 * len(names) :].any()
+        seen.append(state)
+    assert not np.allclose(seen[0], seen[1]) or not np.allclose(seen[1], seen[2]), "fixtures never move"
 
 
 def test_joint_limits_respected_under_extreme_commands() -> None:

@@ -29,6 +29,7 @@ from lwd_sim.tasks.base import NUM_TASK_FLAGS, Task
 MAX_OBJECTS = 10
 MAX_ARTICULATIONS = 4
 MAX_REFERENTS = 2  # instructions name at most a first and a second object
+MAX_FIXTURES = 3  # randomly placed static bodies per task (board, juicer, tray, ...)
 # SIM-ONLY privileged state layout (fixed across tasks).
 STATE_LAYOUT: dict[str, slice] = {
     "task_onehot": slice(0, 8),
@@ -52,7 +53,11 @@ STATE_LAYOUT: dict[str, slice] = {
         SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES), SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES) + 8 * MAX_REFERENTS
     ),
 }
-STATE_DIM = STATE_LAYOUT["referent_poses"].stop
+# The task's randomly placed fixtures (Task.fixtures order): world xy each, so a state policy knows
+# where the board or the tray is (their placement is jittered per episode like the objects').
+_FIXTURES_START = STATE_LAYOUT["referent_poses"].stop
+STATE_LAYOUT["fixtures"] = slice(_FIXTURES_START, _FIXTURES_START + 2 * MAX_FIXTURES)
+STATE_DIM = STATE_LAYOUT["fixtures"].stop
 
 
 @dataclass
@@ -72,6 +77,9 @@ class LwdSimEnv:
         self.task = make_task(task) if isinstance(task, str) else task
         self.task_id = TASK_NAMES.index(self.task.name)
         spec = self.task.scene()
+        if len(self.task.fixtures) > MAX_FIXTURES:
+            n = len(self.task.fixtures)
+            raise ValueError(f"task {self.task.name} declares {n} fixtures; the state holds {MAX_FIXTURES}")
         if len(spec.objects) > MAX_OBJECTS or len(spec.articulations) > MAX_ARTICULATIONS:
             raise ValueError(f"task {self.task.name} declares too many objects/articulations")
         self.spec = spec
@@ -332,6 +340,9 @@ class LwdSimEnv:
                 pose = s[p0 + 8 * rank : p0 + 8 * rank + 8]
                 pose[:3], pose[3:7], pose[7] = self.data.xpos[b], self.data.xquat[b], 1.0
         s[STATE_LAYOUT["joint_positions"]] = self.joint_position()
+        f0 = STATE_LAYOUT["fixtures"].start
+        for i, name in enumerate(self.task.fixtures):
+            s[f0 + 2 * i : f0 + 2 * i + 2] = self.data.xpos[self.body[name]][:2]
         return s
 
 

@@ -51,6 +51,8 @@ class Task:
     max_steps: int = 300
     # Mistakes an imperfect expert may inject on this task (see experts.ExpertConfig).
     mistakes: tuple[str, ...] = ("drop",)
+    # Static bodies that randomize() moves; their xy goes into the sim state (env.STATE_LAYOUT).
+    fixtures: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.index = 0

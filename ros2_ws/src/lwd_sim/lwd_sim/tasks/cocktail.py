@@ -45,6 +45,7 @@ class Cocktail(EventTask):
     name = "cocktail"
     num_subtasks = 6
     max_steps = 2400
+    fixtures = ("glass",)
     pour_sources = ("bottle0", "bottle1", "bottle2", "bottle3", "ice", "shaker")
     pour_targets = ("shaker", "glass")
     wrong_object_subtasks = (0, 1)

@@ -59,6 +59,7 @@ class Freezer(Task):
     name = "freezer"
     num_subtasks = 3
     max_steps = 750
+    fixtures = ("freezer",)
     wrong_object_subtasks = (1,)
 
     def scene(self) -> SceneSpec:

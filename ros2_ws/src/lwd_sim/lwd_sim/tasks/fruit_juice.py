@@ -71,6 +71,7 @@ class FruitJuice(Task):
     name = "fruit_juice"
     num_subtasks = 7
     max_steps = 2700
+    fixtures = ("board", "juicer")
     wrong_object_subtasks = (1,)
 
     def scene(self) -> SceneSpec:

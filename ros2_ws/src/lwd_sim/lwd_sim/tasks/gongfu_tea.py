@@ -26,6 +26,7 @@ class GongfuTea(EventTask):
     name = "gongfu_tea"
     num_subtasks = 7
     max_steps = 2700
+    fixtures = ("waste_bowl", "tray")
     pour_sources = ("caddy", "kettle", "teapot", "pitcher")
     pour_targets = ("teapot", "waste_bowl", "pitcher", "cup0", "cup1", "cup2")
     wrong_object_subtasks = (6,)

@@ -45,6 +45,7 @@ class OpenCooler(Task):
     name = "open_cooler"
     num_subtasks = 2
     max_steps = 450
+    fixtures = ("cooler",)
     wrong_object_subtasks = (0,)
 
     def scene(self) -> SceneSpec:

@@ -82,6 +82,15 @@ def _tampered_file(c: Ctx) -> int:
     return 2
 
 
+def _truncated_file(c: Ctx) -> int:
+    build_tiny_artifact(c.tmp / "a2", 2, 1)
+    up = c.pub.upload(c.tmp / "a2")
+    data = (c.tmp / "a2" / MODEL_NAME).read_bytes()[:-100]  # the store serves fewer bytes than signed
+    c.s3().put_object(POLICIES_BUCKET, policy_key(2, MODEL_NAME), _bio(data), len(data))
+    c.pub.announce("publish", up.manifest, up.manifest_sha256)
+    return 2
+
+
 def _tampered_manifest(c: Ctx) -> int:
     build_tiny_artifact(c.tmp / "a2", 2, 1)
     up = c.pub.upload(c.tmp / "a2")
@@ -203,6 +212,7 @@ def _bio(data: bytes) -> io.BytesIO:
 # case -> (attack, expected reason pattern)
 CASES: dict[str, tuple[Callable[[Ctx], int], str]] = {
     "tampered-file": (_tampered_file, r"policy\.onnx.*sha256 mismatch"),
+    "truncated-file": (_truncated_file, r"policy\.onnx is \d+ bytes, its manifest records \d+"),
     "tampered-manifest": (_tampered_manifest, r"the signed order says"),
     "unsigned-manifest": (_unsigned_manifest, r"manifest v2 refused: it is unsigned"),
     "manifest-wrong-key": (_manifest_signed_by_untrusted_key, r"manifest v2 refused: it is signed by unknown key id"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mcap.reader import make_reader
 
 from lwd_fleet.recording import (
     QUARANTINE_DIR,
@@ -174,6 +175,35 @@ def test_full_queue_drops_steps_without_blocking_and_the_file_stays_contiguous(t
     kept = [t for t, ok in enumerate(accepted) if ok]
     np.testing.assert_array_equal(ep.action[:, 0], np.array(kept, np.float32))  # in order, no holes
     assert enqueue_s < 5.0  # generous: the point is that 200 calls did not wait for 200 PNG encodes
+
+
+def test_default_config_records_jpeg_that_decodes_close_to_the_frames(tmp_path):
+    """JPEG is the default (small episodes to upload): lossy, so the decoded frames are only close."""
+    from types import SimpleNamespace
+
+    cfg = RecorderConfig(robot_id="robot_01", spool_dir=tmp_path)
+    assert cfg.image_compression == "jpeg" and not cfg.passthrough_images
+    committed = []
+    rec = EpisodeRecorder(cfg, on_committed=lambda s, e, p: committed.append(p))
+    y, x = np.mgrid[0:48, 0:64]
+    frames = [np.stack([x * 3 + t, y * 4, np.full_like(x, 60 + t)], -1).astype(np.uint8) for t in range(5)]
+    start = _start()
+    rec.start(start)
+    for t, img in enumerate(frames):
+        msg = SimpleNamespace(height=48, width=64, encoding="rgb8", step=64 * 3, data=img.tobytes())
+        assert rec.add_step(_record(t, {c: Frame(msg, t, time.monotonic()) for c in start.cameras}))
+    rec.end(Outcome.SUCCESS)
+    assert rec.wait_idle(60) and rec.close()
+    (path,) = committed
+    ep = read_episode(path)
+    with open(path, "rb") as f:
+        summary = make_reader(f).get_summary()
+    stored = {summary.schemas[ch.schema_id].name for ch in summary.channels.values() if "/images/" in ch.topic}
+    assert stored == {"sensor_msgs/msg/CompressedImage"}
+    for cam in start.cameras:
+        got = ep.images[cam].astype(np.float64)
+        assert got.shape == (5, 48, 64, 3)
+        assert np.abs(got - np.stack(frames)).mean() < 3.0, cam
 
 
 def test_cdr_stamp_and_joint_reordering():

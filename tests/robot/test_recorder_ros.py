@@ -50,6 +50,20 @@ SCRIPT = [(ActionSource.POLICY, 3)] * 10 + [(ActionSource.HUMAN, 0)] * 7 + [(Act
 SCRIPT += [(ActionSource.HOLD, 0)] * 4
 
 
+def image_schemas(path: Path) -> set[str]:
+    """Message types stored on the episode's camera topics (read from the MCAP summary)."""
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as f:
+        summary = make_reader(f).get_summary()
+    assert summary is not None
+    return {
+        summary.schemas[ch.schema_id].name
+        for ch in summary.channels.values()
+        if ch.topic.startswith("/observation/images/")
+    }
+
+
 def write_params(path: Path, spool: Path, **overrides) -> Path:
     params = {
         "robot_id": "robot_01",
@@ -193,12 +207,17 @@ def _start_episode(peer: RobotPeer, proc, log, task="shoebox", instruction="pack
 
 
 @pytest.mark.parametrize(
-    ("compression", "downscale"), [("none", 1), ("jpeg", 2)], ids=["raw-passthrough", "jpeg-downscaled"]
+    ("compression", "downscale"),
+    [(None, 1), ("none", 1), ("jpeg", 2)],
+    ids=["default-jpeg", "raw-passthrough", "jpeg-downscaled"],
 )
 def test_episode_roundtrips_with_action_sources(peer, ros_env, tmp_path, compression, downscale):
     spool = tmp_path / "spool"
     log = tmp_path / "recorder.log"
-    params = write_params(tmp_path / "p.yaml", spool, image_compression=compression, image_downscale=downscale)
+    overrides = {"image_downscale": downscale}
+    if compression is not None:  # None: the node's own default (JPEG), lossy by design
+        overrides["image_compression"] = compression
+    params = write_params(tmp_path / "p.yaml", spool, **overrides)
     proc = start_recorder(ros_env, params, log)
     try:
         eid = _start_episode(peer, proc, log)
@@ -230,6 +249,8 @@ def test_episode_roundtrips_with_action_sources(peer, ros_env, tmp_path, compres
     assert ep.end.num_intervention_steps == 7 == event.num_intervention_steps
     assert ep.end.num_interventions == 1 and ep.end.policy_versions == (3, 4)
     assert ep.stamps_ns.tolist() == [1_700_000_000_000_000_000 + t * 33_333_333 for t in range(n)]
+    stored = "sensor_msgs/msg/Image" if compression == "none" else "sensor_msgs/msg/CompressedImage"
+    assert image_schemas(path) == {stored}  # the default really is the compressed form
     for i, cam in enumerate(CAMERA_NAMES):
         got = ep.images[cam]
         for t in range(n):
@@ -246,7 +267,7 @@ def test_episode_roundtrips_with_action_sources(peer, ros_env, tmp_path, compres
 def test_kill_9_mid_episode_leaves_a_labelled_recovered_episode(peer, ros_env, tmp_path):
     spool = tmp_path / "spool"
     log = tmp_path / "recorder.log"
-    params = write_params(tmp_path / "p.yaml", spool)
+    params = write_params(tmp_path / "p.yaml", spool, image_compression="none")  # exact pixels are checked
     proc = start_recorder(ros_env, params, log)
     try:
         eid = _start_episode(peer, proc, log)
@@ -285,8 +306,10 @@ def test_kill_9_mid_episode_leaves_a_labelled_recovered_episode(peer, ros_env, t
 def test_spool_limit_stops_recording_with_a_reason(peer, ros_env, tmp_path):
     spool = tmp_path / "spool"
     log = tmp_path / "recorder.log"
-    # each step carries ~7 KB of raw frames: the limit is hit within the episode
-    params = write_params(tmp_path / "p.yaml", spool, max_spool_bytes=120_000, capacity_check_s=0.5)
+    # each step carries ~7 KB of raw frames (no compression): the limit is hit within the episode
+    params = write_params(
+        tmp_path / "p.yaml", spool, image_compression="none", max_spool_bytes=120_000, capacity_check_s=0.5
+    )
     proc = start_recorder(ros_env, params, log)
     try:
         eid = _start_episode(peer, proc, log)
@@ -319,7 +342,8 @@ def _limit_file_size(limit: int):
 def test_write_error_stops_recording_and_keeps_the_node_up(peer, ros_env, tmp_path):
     spool = tmp_path / "spool"
     log = tmp_path / "recorder.log"
-    params = write_params(tmp_path / "p.yaml", spool, capacity_check_s=60.0)
+    # raw frames (~7 KB a step): 60 steps pass the 150 KB file size limit
+    params = write_params(tmp_path / "p.yaml", spool, image_compression="none", capacity_check_s=60.0)
     proc = start_recorder(ros_env, params, log, preexec=_limit_file_size(150_000))
     try:
         eid = _start_episode(peer, proc, log)

@@ -37,6 +37,11 @@ def run_node(
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # SIGINT/SIGTERM shut the context down while the executor was taking a message (rclpy then
+        # fails in take_message): that is the requested stop, not a crash; anything else still raises
+        if node.context.ok():
+            raise
     finally:
         cleanup(node)
         executor.shutdown()

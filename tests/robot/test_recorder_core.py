@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcap.reader import make_reader
+from helpers.episode_files import rgb_image_msg, stored_image_types
 
 from lwd_fleet.recording import (
     QUARANTINE_DIR,
@@ -22,7 +22,7 @@ from lwd_fleet.recording import (
     recover_spool,
 )
 from lwd_fleet.recording.recovery import CRASHED_SUFFIX
-from lwd_protocol.episode import EpisodeStart, Outcome, episode_filename, new_episode_id
+from lwd_protocol.episode import COMPRESSED_IMAGE_TYPE, EpisodeStart, Outcome, episode_filename, new_episode_id
 from lwd_protocol.episode_io import EpisodeWriter, read_episode
 from lwd_protocol.robot_spec import CAMERA_NAMES, JOINT_NAMES
 
@@ -153,10 +153,8 @@ def test_full_queue_drops_steps_without_blocking_and_the_file_stays_contiguous(t
     committed = []
     cfg = RecorderConfig(robot_id="robot_01", spool_dir=tmp_path, queue_steps=4, image_compression="png")
     rec = EpisodeRecorder(cfg, on_committed=lambda s, e, p: committed.append((e, p)))
-    from types import SimpleNamespace
-
     big = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)  # PNG of noise: slow to encode
-    msg = SimpleNamespace(height=96, width=128, encoding="rgb8", step=128 * 3, data=big.tobytes())
+    msg = rgb_image_msg(big)
     start = _start()
     rec.start(start)
     accepted = []
@@ -179,8 +177,6 @@ def test_full_queue_drops_steps_without_blocking_and_the_file_stays_contiguous(t
 
 def test_default_config_records_jpeg_that_decodes_close_to_the_frames(tmp_path):
     """JPEG is the default (small episodes to upload): lossy, so the decoded frames are only close."""
-    from types import SimpleNamespace
-
     cfg = RecorderConfig(robot_id="robot_01", spool_dir=tmp_path)
     assert cfg.image_compression == "jpeg" and not cfg.passthrough_images
     committed = []
@@ -190,16 +186,13 @@ def test_default_config_records_jpeg_that_decodes_close_to_the_frames(tmp_path):
     start = _start()
     rec.start(start)
     for t, img in enumerate(frames):
-        msg = SimpleNamespace(height=48, width=64, encoding="rgb8", step=64 * 3, data=img.tobytes())
-        assert rec.add_step(_record(t, {c: Frame(msg, t, time.monotonic()) for c in start.cameras}))
+        frame = Frame(rgb_image_msg(img), t, time.monotonic())
+        assert rec.add_step(_record(t, {c: frame for c in start.cameras}))
     rec.end(Outcome.SUCCESS)
     assert rec.wait_idle(60) and rec.close()
     (path,) = committed
     ep = read_episode(path)
-    with open(path, "rb") as f:
-        summary = make_reader(f).get_summary()
-    stored = {summary.schemas[ch.schema_id].name for ch in summary.channels.values() if "/images/" in ch.topic}
-    assert stored == {"sensor_msgs/msg/CompressedImage"}
+    assert stored_image_types(path) == {COMPRESSED_IMAGE_TYPE}
     for cam in start.cameras:
         got = ep.images[cam].astype(np.float64)
         assert got.shape == (5, 48, 64, 3)

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers.episode_files import stored_image_types
 
-from lwd_protocol.episode import ActionSource, Outcome
+from lwd_protocol.episode import COMPRESSED_IMAGE_TYPE, TOPIC_TYPES, ActionSource, EpisodeTopics, Outcome
 from lwd_protocol.episode_io import read_episode
 from lwd_protocol.robot_spec import CAMERA_NAMES, JOINT_NAMES
 
@@ -48,20 +49,6 @@ def action_of(t: int) -> np.ndarray:
 # sources per tick: policy v3, a human takeover, policy v4, a watchdog hold
 SCRIPT = [(ActionSource.POLICY, 3)] * 10 + [(ActionSource.HUMAN, 0)] * 7 + [(ActionSource.POLICY, 4)] * 9
 SCRIPT += [(ActionSource.HOLD, 0)] * 4
-
-
-def image_schemas(path: Path) -> set[str]:
-    """Message types stored on the episode's camera topics (read from the MCAP summary)."""
-    from mcap.reader import make_reader
-
-    with open(path, "rb") as f:
-        summary = make_reader(f).get_summary()
-    assert summary is not None
-    return {
-        summary.schemas[ch.schema_id].name
-        for ch in summary.channels.values()
-        if ch.topic.startswith("/observation/images/")
-    }
 
 
 def write_params(path: Path, spool: Path, **overrides) -> Path:
@@ -249,8 +236,8 @@ def test_episode_roundtrips_with_action_sources(peer, ros_env, tmp_path, compres
     assert ep.end.num_intervention_steps == 7 == event.num_intervention_steps
     assert ep.end.num_interventions == 1 and ep.end.policy_versions == (3, 4)
     assert ep.stamps_ns.tolist() == [1_700_000_000_000_000_000 + t * 33_333_333 for t in range(n)]
-    stored = "sensor_msgs/msg/Image" if compression == "none" else "sensor_msgs/msg/CompressedImage"
-    assert image_schemas(path) == {stored}  # the default really is the compressed form
+    stored = TOPIC_TYPES[EpisodeTopics.image(CAMERA_NAMES[0])] if compression == "none" else COMPRESSED_IMAGE_TYPE
+    assert stored_image_types(path) == {stored}  # the default really is the compressed form
     for i, cam in enumerate(CAMERA_NAMES):
         got = ep.images[cam]
         for t in range(n):

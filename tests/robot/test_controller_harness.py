@@ -211,6 +211,10 @@ class RobotProbe:
     def spin_for(self, seconds: float) -> None:
         self.spin_until(lambda: False, seconds)
 
+    def last_command_near(self, want: np.ndarray, atol: float) -> bool:
+        """Whether a command has arrived and the latest is within `atol` of `want` (False before the first)."""
+        return bool(self.commands) and np.allclose(self.commands[-1].value, want, rtol=0, atol=atol)
+
     def last_mode(self):
         return self.modes[-1].value if self.modes else None
 

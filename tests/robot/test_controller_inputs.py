@@ -60,7 +60,7 @@ def test_sim_state_policy_reads_sim_state_and_no_camera(ros_env, probe, tmp_path
         subs = _subscribers(probe)
         assert subs[RosTopics.SIM_STATE] == 1 and all(subs[RosTopics.camera_image(c)] == 0 for c in CAMERA_NAMES)
         probe.sim_state = np.arange(6, dtype=np.float64)  # float32[] on the wire
-        assert probe.spin_until(lambda: np.allclose(probe.commands[-1].value, target, atol=1e-6), 30, ctl, "target")
+        assert probe.spin_until(lambda: probe.last_command_near(target, 1e-6), 30, ctl, "target")
         assert probe.executed[-1].value.source == POLICY
         probe.sim_state = None  # the sim stops publishing its state
         assert probe.spin_until(lambda: _mode_is(probe, HOLD, "sim/state stale"), 10, ctl, "HOLD on stale state")
@@ -81,7 +81,7 @@ def test_image_policy_reads_its_cameras_and_holds_when_one_stalls(ros_env, probe
         probe.images = {c: rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for c in cams}
         image_term = np.mean(np.stack(list(probe.images.values()))) / 255 * 0.01  # w_image * mean pixel
         want = np.clip(target + image_term, LOWER, UPPER)
-        assert probe.spin_until(lambda: np.allclose(probe.commands[-1].value, want, atol=1e-5), 30, ctl, "target")
+        assert probe.spin_until(lambda: probe.last_command_near(want, 1e-5), 30, ctl, "target")
         del probe.images["head"]
         assert probe.spin_until(lambda: _mode_is(probe, HOLD, "head camera stale"), 10, ctl, "HOLD on head")
         held = probe.commands[-1].value

@@ -66,7 +66,7 @@ def test_follows_the_policy_chunk_and_clamps_to_the_limits(ros_env, probe, polic
     with running_controller(ros_env, controller_params(policy_dir=str(policies["target"])), tmp_path) as ctl:
 
         def reached() -> bool:  # the policy computes in float32: equal up to its rounding
-            return len(probe.commands) > 0 and np.allclose(probe.commands[-1].value, expected, rtol=0, atol=1e-6)
+            return probe.last_command_near(expected, 1e-6)
 
         assert probe.spin_until(reached, 60, ctl, "the command to reach the policy target"), ctl.log()
         probe.spin_for(0.5)

@@ -614,6 +614,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                 PublisherConfig(s3=s3("learner"), mqtt=mqtt("learner", "lwd-publisher-bench"), issued_by="bench"),
                 signing_key,
             )
+            publisher.prepare()  # a long-running learner holds its view of the policy topics before publishing
 
         robots = []
         for i, robot_id in enumerate(robot_ids):

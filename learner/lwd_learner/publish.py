@@ -14,7 +14,8 @@ A rollback is an order, not an upload: a signed "rollback" announcement naming a
 already in the bucket. Robots accept a lower version only through such an order.
 Every order carries ``seq`` = max(now in ms, highest seq retained on the policy topics + 1), so
 it is strictly newer than every order robots accepted before, even across publisher machines
-whose clocks disagree.
+whose clocks disagree. The retained orders come from a standing subscription (``RetainedReader``):
+the first read waits for the broker's retained burst, later announces read the live view at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lwd_learner.retained_view import RetainedReader, RetainedReadError
 from lwd_protocol.announce import (
     FLEET_TARGET,
     AnnouncementError,
@@ -112,6 +113,7 @@ class PolicyPublisher:
         self.signing_key = signing_key
         self._s3 = make_s3_client(config.s3)
         self._mqtt = None
+        self._reader: RetainedReader | None = None  # on self._mqtt; the policy topics stay subscribed
 
     def __enter__(self) -> PolicyPublisher:
         return self
@@ -123,6 +125,7 @@ class PolicyPublisher:
         if self._mqtt is not None:
             stop_mqtt(self._mqtt)
             self._mqtt = None
+            self._reader = None
 
     # --- store ---------------------------------------------------------------------------------
     def upload(self, folder: str | Path, sign: bool = True) -> UploadResult:
@@ -266,42 +269,33 @@ class PolicyPublisher:
             self._mqtt = connect_mqtt(make_mqtt_client(self.config.mqtt), self.config.mqtt)
         return self._mqtt
 
-    def retained(self, topic_filter: str) -> dict[str, bytes]:
-        """Retained payloads under a topic filter (topic -> payload), collected until quiet."""
+    def _retained_reader(self) -> RetainedReader:
         client = self._client()
-        got: dict[str, bytes] = {}
-        subscribed = threading.Event()
-        last = [time.monotonic()]
-        lock = threading.Lock()
+        if self._reader is None:
+            self._reader = RetainedReader(
+                client, MqttTopics.QOS, self.config.retained_quiet_s, self.config.retained_max_s
+            )
+        return self._reader
 
-        def on_message(_c, _u, msg) -> None:
-            if msg.retain:
-                with lock:
-                    got[msg.topic] = bytes(msg.payload)
-                    last[0] = time.monotonic()
+    def retained(self, topic_filter: str, keep: bool = False) -> dict[str, bytes]:
+        """Retained payloads under a topic filter (topic -> payload), collected until quiet.
 
-        def on_subscribe(_c, _u, _mid, _codes, _props) -> None:
-            last[0] = time.monotonic()
-            subscribed.set()
-
-        client.on_message, client.on_subscribe = on_message, on_subscribe
+        keep=True leaves a standing subscription so later reads of that filter are immediate.
+        """
         try:
-            client.subscribe(topic_filter, qos=MqttTopics.QOS)
-            if not subscribed.wait(self.config.retained_max_s):
-                raise PublishError(f"no SUBACK for {topic_filter} within {self.config.retained_max_s} s")
-            deadline = time.monotonic() + self.config.retained_max_s
-            while time.monotonic() < deadline and time.monotonic() - last[0] < self.config.retained_quiet_s:
-                time.sleep(0.02)
-            client.unsubscribe(topic_filter)
-        finally:
-            client.on_message = client.on_subscribe = None
-        with lock:
-            return {t: p for t, p in got.items() if p}
+            return self._retained_reader().read(topic_filter, keep=keep)
+        except RetainedReadError as exc:
+            raise PublishError(str(exc)) from exc
+
+    def prepare(self) -> None:
+        """Connect and start the standing view of the policy topics now, so no later announce waits on it."""
+        if self.config.mqtt is not None:
+            self.current_orders()
 
     def current_orders(self) -> dict[str, PolicyAnnouncement]:
         """Retained orders on every policy topic that parse (target -> order)."""
         orders: dict[str, PolicyAnnouncement] = {}
-        for topic, payload in self.retained(MqttTopics.all_policy()).items():
+        for topic, payload in self.retained(MqttTopics.all_policy(), keep=True).items():
             try:
                 ann = PolicyAnnouncement.from_json(payload)
             except AnnouncementError as exc:
@@ -313,7 +307,7 @@ class PolicyPublisher:
     def robot_statuses(self) -> dict[str, RobotPolicyStatus | str]:
         """Retained robot status reports (robot id -> status, or the parse error text)."""
         statuses: dict[str, RobotPolicyStatus | str] = {}
-        for topic, payload in self.retained(MqttTopics.all_status()).items():
+        for topic, payload in self.retained(MqttTopics.all_status(), keep=True).items():
             try:
                 robot = MqttTopics.robot_id_from_topic(topic)
             except ValueError:
@@ -367,6 +361,8 @@ class PolicyPublisher:
             raise PublishError(
                 f"broker did not acknowledge the order on {topic} within {self.config.puback_timeout_s} s"
             )
+        if self._reader is not None:
+            self._reader.note_published(topic, payload)
 
     def publish(self, folder: str | Path, robot: str | None = None, note: str = "") -> PolicyAnnouncement:
         """Upload (idempotent) then announce fleet-wide, or pin one robot when `robot` is given."""

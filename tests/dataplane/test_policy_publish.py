@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 
 import pytest
 from helpers.policy_artifacts import build_tiny_artifact, clear_policy_plane, make_publisher
@@ -130,3 +131,46 @@ def test_list_versions_reports_lineage_eval_and_incomplete_uploads(pub: PolicyPu
     assert infos[2].key_id == key_id(pub.signing_key) and infos[2].size_bytes > len(data)
     assert not infos[5].complete and "incomplete upload" in infos[5].problem
     assert pub.next_free_version() == 6
+
+
+def test_standing_order_view_follows_other_admins_and_is_rebuilt_after_a_reconnect(mqtt_broker, s3_store, tmp_path):
+    """Announces read the orders from a standing subscription: it must see another publisher's orders, and a
+    dropped connection (which loses a clean session's subscriptions) must not leave it stale."""
+    from helpers.policy_artifacts import mqtt_ep, s3_ep
+
+    from lwd_learner.publish import PublisherConfig
+    from lwd_protocol.transport import connect_mqtt, make_mqtt_client, stop_mqtt
+
+    clear_policy_plane(mqtt_broker, s3_store)
+    key = generate_private_key()
+    mine = PublisherConfig(s3=s3_ep(s3_store, "admin"), mqtt=mqtt_ep(mqtt_broker, "admin", "view-test"), issued_by="a")
+    for version in (1, 2, 3):
+        build_tiny_artifact(tmp_path / f"a{version}", version, version - 1)
+
+    def fleet_version(pub: PolicyPublisher) -> int | None:
+        order = pub.current_orders().get("fleet")
+        return None if order is None else order.version
+
+    def wait_for(pub: PolicyPublisher, version: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and fleet_version(pub) != version:
+            time.sleep(0.05)
+        return fleet_version(pub) == version
+
+    try:
+        with PolicyPublisher(mine, key) as pub, make_publisher(mqtt_broker, s3_store, key, "b") as other:
+            pub.prepare()
+            assert fleet_version(pub) is None
+            other.publish(tmp_path / "a2")
+            assert wait_for(pub, 2), "the standing view never saw the other admin's order"
+            with pytest.raises(PublishError, match="older than v2"):
+                pub.publish(tmp_path / "a1")
+            kicker_ep = mqtt_ep(mqtt_broker, "admin", "view-test")  # same client id: the broker drops `pub`
+            stop_mqtt(connect_mqtt(make_mqtt_client(kicker_ep), kicker_ep))
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (pub._mqtt.is_connected() and pub._reader._views == {}):
+                time.sleep(0.05)
+            other.publish(tmp_path / "a3")
+            assert wait_for(pub, 3), "the view went stale after the reconnect"
+    finally:
+        clear_policy_plane(mqtt_broker, s3_store)

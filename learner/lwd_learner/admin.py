@@ -2,6 +2,7 @@
 
     lwd admin keygen --out keys/admin            write admin.key (0600) + admin.pub, print the key id
     lwd admin push ARTIFACT_DIR [--robot ID]...  sign + upload + announce (--robot pins those robots)
+    lwd admin push --checkpoint DIR [--step N]   export a learner checkpoint to an artifact, then push it
     lwd admin rollback VERSION [--robot ID]...   signed order back to a version already published
     lwd admin unpin --robot ID                   clear a robot's pin: it follows the fleet order again
     lwd admin list                               versions in the store: snapshot, created, parent, eval
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -165,9 +167,30 @@ def _report_orders(args: argparse.Namespace, orders: list[PolicyAnnouncement], v
     _print(args, {"orders": [_order_dict(a) for a in orders]}, "\n".join(lines))
 
 
+def _export_checkpoint(args: argparse.Namespace, pub: PolicyPublisher, workdir: Path) -> Path:
+    """Export ``--checkpoint`` as the next free version whose parent is the fleet's current order."""
+    from lwd_learner.checkpoint_policy import CheckpointPolicyError, export_checkpoint
+
+    if not Path(args.checkpoint).is_dir():
+        raise AdminError(f"checkpoint folder {args.checkpoint} does not exist")
+    version = pub.next_free_version()
+    fleet = pub.current_orders().get(FLEET_TARGET)
+    parent = fleet.version if fleet is not None and fleet.version < version else 0
+    folder = workdir / f"v{version:06d}"
+    try:
+        manifest = export_checkpoint(args.checkpoint, folder, version=version, parent_version=parent, step=args.step)
+    except (CheckpointPolicyError, FileNotFoundError) as exc:
+        raise AdminError(str(exc)) from exc
+    print(f"exported {args.checkpoint} as v{manifest.version} (parent v{parent}) to {folder}", file=sys.stderr)
+    return folder
+
+
 def cmd_push(args: argparse.Namespace) -> int:
-    with _publisher(args, need_key=True) as pub:
-        upload = pub.upload(args.artifact_dir)
+    if (args.artifact_dir is None) == (args.checkpoint is None):
+        raise AdminError("push takes exactly one of ARTIFACT_DIR or --checkpoint DIR")
+    with _publisher(args, need_key=True) as pub, tempfile.TemporaryDirectory(prefix="lwd-push-") as tmp:
+        folder = args.artifact_dir if args.checkpoint is None else _export_checkpoint(args, pub, Path(tmp))
+        upload = pub.upload(folder)
         orders = [
             pub.announce("publish", upload.manifest, upload.manifest_sha256, robot=robot, note=args.note)
             for robot in _targets(args)
@@ -351,8 +374,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="path prefix: writes PREFIX.key and PREFIX.pub")
     p.set_defaults(func=run, admin_handler=cmd_keygen)
 
-    p = sub.add_parser("push", parents=[common], help="sign, upload and announce an artifact folder")
-    p.add_argument("artifact_dir", type=Path)
+    p = sub.add_parser("push", parents=[common], help="sign, upload and announce an artifact folder or checkpoint")
+    p.add_argument("artifact_dir", type=Path, nargs="?", help="an artifact folder (manifest.json + files)")
+    p.add_argument("--checkpoint", type=Path, help="a learner checkpoint folder to export (instead of ARTIFACT_DIR)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the latest)")
     p.add_argument(
         "--robot", action="append", help="pin only this robot (canary) instead of the fleet; repeat for a group"
     )

@@ -134,6 +134,24 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
+    def _resolve_step(self, step: int | None) -> int:
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        elif step not in self._manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; have {self.all_steps()}")
+        return int(step)
+
+    def read_meta(self, step: int | None = None) -> tuple[int, LearnerConfig, dict[str, Any]]:
+        """``(step, config, extra)`` of ``step`` (default: latest) without touching the arrays.
+
+        Lets a reader build the right agent (and so the abstract state) before :meth:`restore`.
+        """
+        step = self._resolve_step(step)
+        meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        return step, LearnerConfig.from_dict(meta["config"]), dict(meta.get("extra", {}))
+
     def restore(self, abstract_state: Any, step: int | None = None, config: LearnerConfig | None = None) -> Restored:
         """Restore ``step`` (default: latest) into the structure of ``abstract_state``.
 
@@ -142,12 +160,7 @@ class Checkpointer:
         given, a checkpoint written with a different config raises ``ValueError`` naming the
         differing fields (an agent built from one config must not silently load another's).
         """
-        if step is None:
-            step = self.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        elif step not in self._manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; have {self.all_steps()}")
+        step = self._resolve_step(step)
         meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
         saved_config = LearnerConfig.from_dict(meta["config"])
         if config is not None:

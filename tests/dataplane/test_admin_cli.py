@@ -175,3 +175,79 @@ def _coordinator_db(path) -> None:
     store.commit_snapshot(ids[:3])
     store.commit_snapshot(ids[3:])
     store.close()
+
+
+def _checkpoint_with_policy(directory, snapshot: int, with_policy_io: bool = True):
+    """A tiny LWD learner checkpoint (step 7) as a learner writes one, with its data's normaliser."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("jax2onnx", reason="the learner's optional `export` extra (jax2onnx) is not installed")
+    import dataclasses
+
+    import numpy as np
+
+    from lwd_learner.agent import LWDAgent
+    from lwd_learner.checkpoint import Checkpointer
+    from lwd_learner.checkpoint_policy import policy_extra
+    from lwd_learner.config import LearnerConfig
+    from lwd_learner.dataset import EpisodeArrays, compute_normalizer
+    from lwd_protocol.episode import EpisodeSource, Outcome
+    from lwd_protocol.robot_spec import JOINT_NAMES
+
+    rng = np.random.default_rng(3)
+    dim = len(JOINT_NAMES)
+    episodes = [
+        EpisodeArrays(
+            task="restocking",
+            states=rng.normal(0, 0.3, (40, dim)),
+            actions=rng.normal(0, 0.3, (40, dim)),
+            action_source=np.zeros(40, np.uint8),
+            outcome=Outcome.SUCCESS,
+            source=EpisodeSource.DEMO,
+        )
+        for _ in range(2)
+    ]
+    normalizer = compute_normalizer(episodes, state_source="joint_positions")
+    from helpers.learner_batches import TINY_NETWORK
+
+    net = dataclasses.replace(TINY_NETWORK, obs_dim=normalizer.obs_dim, action_dim=dim, horizon=30)
+    config = dataclasses.replace(LearnerConfig.offline(), network=net)
+    state = LWDAgent(config).init(jax.random.PRNGKey(0))
+    extra = policy_extra(normalizer, snapshot) if with_policy_io else {"snapshot": snapshot}
+    with Checkpointer(directory) as checkpointer:
+        assert checkpointer.save(7, state, key=jax.random.PRNGKey(1), config=config, extra=extra)
+    return normalizer
+
+
+def test_push_checkpoint_exports_signs_and_a_robot_validates_it(admin_env, mqtt_broker, s3_store, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from lwd_protocol.manifest import PolicyManifest
+    from lwd_protocol.store import MANIFEST_NAME
+
+    normalizer = _checkpoint_with_policy(tmp_path / "ckpt", snapshot=12)
+    _checkpoint_with_policy(tmp_path / "old", snapshot=1, with_policy_io=False)
+    trusted = load_trusted_keys([tmp_path / "keys"])
+    r1 = make_sync(mqtt_broker, s3_store, "robot_01", tmp_path / "c1", trusted).start()
+    try:
+        (order,) = run_json(capsys, "push", "--checkpoint", str(tmp_path / "ckpt"), "--note", "from ckpt")["orders"]
+        assert (order["kind"], order["version"], order["target"]) == ("publish", 1, "fleet")
+        # the robot downloads it, checks hashes + the admin's signature, and validates the engine
+        assert wait_until(ready_with(r1, 1), 60), r1.history()[-3:]
+        (row,) = run_json(capsys, "list")
+        assert (row["version"], row["training_snapshot"], row["parent_version"]) == (1, 12, 0)
+        assert row["key_id"] == admin_env["key_id"] and row["complete"]
+        (cached,) = [p for p in (tmp_path / "c1").rglob(MANIFEST_NAME) if "000001" in str(p)]
+        manifest = PolicyManifest.from_json(cached.read_bytes())  # what the robot verified and loads
+        assert asdict(manifest.normalization) == asdict(normalizer.to_manifest())
+        assert manifest.action.relative_dims == normalizer.action_spec().relative_dims
+        r1.note_active(1, "onnxruntime-cpu")
+        # the second push of a checkpoint gets the next version, parented on the fleet's order
+        (order2,) = run_json(capsys, "push", "--checkpoint", str(tmp_path / "ckpt"), "--step", "7")["orders"]
+        assert order2["version"] == 2
+        listing = {r["version"]: r for r in run_json(capsys, "list")}
+        assert listing[2]["parent_version"] == 1
+    finally:
+        r1.stop()
+    assert "no 'policy_io' entry" in run_fail(capsys, "push", "--checkpoint", str(tmp_path / "old"))
+    assert "no checkpoint step 3" in run_fail(capsys, "push", "--checkpoint", str(tmp_path / "ckpt"), "--step", "3")
+    assert "exactly one of" in run_fail(capsys, "push")

@@ -41,6 +41,14 @@ def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
     online_trained = [p for p in report["published"] if p["snapshot"] >= 1]
     assert online_trained, "no published version was trained on online data"
     assert (workdir / "report" / "report.md").is_file()
+    # each published state is kept as a checkpoint an admin can re-push (`lwd admin push --checkpoint`)
+    from lwd_learner.checkpoint import Checkpointer
+
+    with Checkpointer(workdir / "checkpoints", max_to_keep=None) as checkpointer:
+        assert checkpointer.all_steps() == versions
+        step, _, extra = checkpointer.read_meta(newest)
+        assert step == newest
+        assert extra["published_version"] == newest and "policy_io" in extra
     # every robot process tree is gone
     leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout.split()
     assert not leftovers, f"processes still running for {workdir}: {leftovers}"

@@ -318,8 +318,11 @@ class ChaosLearner:
 
     def _checkpoint(self) -> None:
         t0 = time.monotonic()
+        from lwd_learner.checkpoint_policy import policy_extra
+
         extra = {"snapshot": self.snapshot, "published_version": self.published}
-        if not self.checkpointer.save(self.updates, self.state, key=self.key, config=self.agent.config, extra=extra):
+        meta = {**policy_extra(self.normalizer, self.snapshot), **extra}  # exportable by `lwd admin push --checkpoint`
+        if not self.checkpointer.save(self.updates, self.state, key=self.key, config=self.agent.config, extra=meta):
             self.events.write("checkpoint_exists", step=self.updates, **extra)  # steps are immutable
             return
         self.events.write("checkpoint", step=self.updates, save_s=round(time.monotonic() - t0, 3), **extra)

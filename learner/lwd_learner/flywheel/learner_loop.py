@@ -169,6 +169,17 @@ class FlywheelLearner:
         )
 
     # --- publication --------------------------------------------------------------------------
+    def _checkpoint(
+        self, agent: LWDAgent, state: TrainState, normalizer: Normalizer, snapshot: int, version: int
+    ) -> None:
+        """Keep the published state as an Orbax checkpoint (step = version) for `lwd admin push --checkpoint`."""
+        from lwd_learner.checkpoint import Checkpointer
+        from lwd_learner.checkpoint_policy import policy_extra
+
+        extra = {**policy_extra(normalizer, snapshot), "published_version": version}
+        with Checkpointer(self.workdir / "checkpoints", max_to_keep=None) as checkpointer:
+            checkpointer.save(version, state, key=self.key, config=agent.config, extra=extra)
+
     def _publish(self, agent: LWDAgent, state: TrainState, normalizer: Normalizer, snapshot: int) -> None:
         version = self.progress.version + 1
         folder = self.workdir / "artifacts" / f"v{version:06d}"
@@ -193,6 +204,7 @@ class FlywheelLearner:
         )
         with PolicyPublisher(config, private_key) as publisher:
             publisher.publish(folder, note=f"snapshot {snapshot}")
+        self._checkpoint(agent, state, normalizer, snapshot, version)
         self.progress.version = version
         self.progress.published.append(
             {"version": version, "snapshot": snapshot, "at": time.time(), "build_publish_s": time.monotonic() - t0}

@@ -26,4 +26,5 @@ RUN . /opt/ros/kilted/setup.sh \
 ENV ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET
 COPY docker/robot-entrypoint.sh /usr/local/bin/lwd-robot-entrypoint
 ENTRYPOINT ["/usr/local/bin/lwd-robot-entrypoint"]
-CMD ["ros2", "launch", "lwd_fleet", "robot.launch.py", "params_file:=/etc/lwd/robot.yaml"]
+# driver:=none: on a robot the hardware driver is its own package (docs/technician.md).
+CMD ["ros2", "launch", "lwd_fleet", "robot.launch.py", "params_file:=/etc/lwd/robot.yaml", "driver:=none"]

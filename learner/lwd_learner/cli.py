@@ -13,6 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lwd_learner.demo", "run the LWD loop slice on this machine (127.0.0.1 only)"),
     "flywheel": ("lwd_learner.flywheel.run", "the whole loop: services, ROS 2 sim fleet, learner (make demo)"),
+    "learner": (
+        "lwd_learner.chaos.learner_proc",
+        "kill-safe learner: follow Coordinator snapshots, train, checkpoint, publish (--config FILE)",
+    ),
     "chaos": ("lwd_learner.chaos.run", "kill -9 services, learner and uplinks under the sim fleet; check invariants"),
     "coordinator": ("lwd_learner.coordinator.runner", "run the Coordinator service (--config FILE)"),
     "status-page": ("lwd_learner.status_page", "serve the read-only fleet status web page"),

@@ -48,3 +48,19 @@ def test_compose_parses_and_builds_from_repo_dockerfiles():
         build = service.get("build")
         if build:
             assert (REPO / "docker" / build["context"] / build["dockerfile"]).is_file(), name
+
+
+def test_compose_commands_exist_in_the_lwd_cli():
+    from lwd_learner.cli import COMMANDS
+
+    services = yaml.safe_load((REPO / "docker/compose.yaml").read_text())["services"]
+    learner_image = (REPO / "docker/learner.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["lwd"]' in learner_image
+    for name, service in services.items():
+        if service.get("build", {}).get("dockerfile") == "docker/learner.Dockerfile":
+            assert service["command"][0] in COMMANDS, f"{name}: `lwd {service['command'][0]}` does not exist"
+
+
+def test_learner_image_installs_what_publishing_imports():
+    learner_image = (REPO / "docker/learner.Dockerfile").read_text()
+    assert "requirements/export.txt" in learner_image and "onnxruntime" in learner_image  # jax2onnx + self-check

@@ -90,6 +90,7 @@ class LearnerProgress:
     quarantined_loads: int = 0
     active: dict[str, int] = field(default_factory=dict)  # robot -> policy version it reports active
     swaps: list[dict[str, Any]] = field(default_factory=list)  # {robot, version, publish_to_active_s}
+    robot_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # robot -> policy sync's last report
 
 
 def sim_fingerprint() -> str:
@@ -217,6 +218,11 @@ class FlywheelLearner:
         for robot, status in publisher.robot_statuses().items():
             if isinstance(status, str):
                 continue
+            self.progress.robot_status[robot] = {
+                "active_version": status.active_version,
+                "pending_version": status.pending_version,
+                "state": status.state,
+            }
             version = status.active_version
             if version and self.progress.active.get(robot) != version:
                 self.progress.active[robot] = version

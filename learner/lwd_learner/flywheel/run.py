@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start()
         console.log(f"fleet up: {', '.join(fleet.ids)} (logs under {workdir / 'robots'})")
         snapshots = SqliteSnapshotReader(stack.coordinator_db)
-        page = StatusPage(lambda: fleet_status(snapshots)).start()
+
+        def robot_status() -> dict[str, dict]:  # policy sync's retained report + the robot's spool
+            spools = fleet.pending_uploads()
+            return {r: {**learner.progress.robot_status.get(r, {}), "pending_uploads": spools[r]} for r in fleet.ids}
+
+        page = StatusPage(lambda: fleet_status(snapshots, robot_status)).start()
         console.log(f"fleet status page: {page.url}")
         if args.no_live:
             learner.run()

@@ -184,6 +184,7 @@ def _checkpoint_with_policy(directory, snapshot: int, with_policy_io: bool = Tru
     import dataclasses
 
     import numpy as np
+    from helpers.learner_batches import TINY_NETWORK
 
     from lwd_learner.agent import LWDAgent
     from lwd_learner.checkpoint import Checkpointer
@@ -207,8 +208,6 @@ def _checkpoint_with_policy(directory, snapshot: int, with_policy_io: bool = Tru
         for _ in range(2)
     ]
     normalizer = compute_normalizer(episodes, state_source="joint_positions")
-    from helpers.learner_batches import TINY_NETWORK
-
     net = dataclasses.replace(TINY_NETWORK, obs_dim=normalizer.obs_dim, action_dim=dim, horizon=30)
     config = dataclasses.replace(LearnerConfig.offline(), network=net)
     state = LWDAgent(config).init(jax.random.PRNGKey(0))

@@ -317,9 +317,9 @@ class ChaosLearner:
                 self._checkpoint()
 
     def _checkpoint(self) -> None:
-        t0 = time.monotonic()
         from lwd_learner.checkpoint_policy import policy_extra
 
+        t0 = time.monotonic()
         extra = {"snapshot": self.snapshot, "published_version": self.published}
         meta = {**policy_extra(self.normalizer, self.snapshot), **extra}  # exportable by `lwd admin push --checkpoint`
         if not self.checkpointer.save(self.updates, self.state, key=self.key, config=self.agent.config, extra=meta):

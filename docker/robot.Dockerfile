@@ -12,9 +12,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 
 WORKDIR /opt/lwd
 COPY constraints.txt requirements/robot.txt ./requirements/
-# ROS itself comes from apt above; pip adds only the non-ROS runtime deps (GPU build of ORT).
-RUN grep -v '^ros-kilted' requirements/robot.txt | sed 's/^onnxruntime$/onnxruntime-gpu/' > /tmp/req.txt \
-    && pip3 install --break-system-packages --no-cache-dir -r /tmp/req.txt
+# ROS itself comes from apt above; pip adds only the non-ROS runtime deps, pinned by the same
+# constraints.txt as `make setup`, with the GPU build of ORT at the CPU build's pinned version.
+RUN ORT=$(grep '^onnxruntime==' requirements/constraints.txt | cut -d= -f3) \
+    && grep -v '^ros-kilted' requirements/robot.txt | sed "s/^onnxruntime$/onnxruntime-gpu==${ORT}/" > /tmp/req.txt \
+    && pip3 install --break-system-packages --no-cache-dir -c requirements/constraints.txt -r /tmp/req.txt
 
 COPY msg ./msg
 COPY launch ./launch

@@ -39,6 +39,8 @@ from lwd_learner.rollout import EpisodeSpec, PolicyFn, RolloutConfig, SimFleet, 
 from lwd_protocol.robot_spec import CONTROL_RATE_HZ
 
 OnPolicy = Callable[[int, Any], None]
+# called after every update with the stage's log (updates so far; ``history[-1]`` = newest window means)
+OnUpdate = Callable[["StageLog"], None]
 EvaluateFn = Callable[[PolicyFn], EvalResult]
 
 
@@ -165,9 +167,16 @@ def numpy_rng(key: jax.Array) -> np.random.Generator:
 class _Trainer:
     """Runs update steps, times them (first update = compile) and averages metrics per window."""
 
-    def __init__(self, log: StageLog, log_every: int, batch_keys: tuple[str, ...] = AGENT_KEYS) -> None:
+    def __init__(
+        self,
+        log: StageLog,
+        log_every: int,
+        batch_keys: tuple[str, ...] = AGENT_KEYS,
+        on_update: OnUpdate | None = None,
+    ) -> None:
         self.log = log
         self.batch_keys = batch_keys
+        self.on_update = on_update
         self.log_every = max(1, log_every)
         self._pending: list[dict[str, jax.Array]] = []
         self._steady_s = 0.0
@@ -193,6 +202,8 @@ class _Trainer:
         self.log.seconds += elapsed
         if self.log.updates > 1:
             self._steady_s += elapsed
+        if self.on_update is not None:
+            self.on_update(self.log)
         return state
 
     def flush(self) -> None:
@@ -222,12 +233,17 @@ def _check_buffer(cfg: LearnerConfig, buffer: ReplayBuffer) -> None:
 
 
 def run_sft(
-    agent: LWDAgent, state: TrainState, demos: ReplayBuffer, config: SFTConfig, key: jax.Array
+    agent: LWDAgent,
+    state: TrainState,
+    demos: ReplayBuffer,
+    config: SFTConfig,
+    key: jax.Array,
+    on_update: OnUpdate | None = None,
 ) -> tuple[TrainState, StageLog]:
     """Flow-matching BC of ``reference_params`` on the demonstration buffer."""
     _check_buffer(agent.config, demos)
     log = StageLog("sft")
-    trainer = _Trainer(log, config.log_every)
+    trainer = _Trainer(log, config.log_every, on_update=on_update)
     k_rng, k_steps = jax.random.split(key)
     rng = numpy_rng(k_rng)
     for k in jax.random.split(k_steps, config.num_updates):
@@ -237,13 +253,18 @@ def run_sft(
 
 
 def run_offline(
-    agent: LWDAgent, state: TrainState, buffer: ReplayBuffer, config: OfflineConfig, key: jax.Array
+    agent: LWDAgent,
+    state: TrainState,
+    buffer: ReplayBuffer,
+    config: OfflineConfig,
+    key: jax.Array,
+    on_update: OnUpdate | None = None,
 ) -> tuple[TrainState, StageLog]:
     """DIVL + QAM on the offline buffer (sets the buffer's n-step rule to the paper's offline one)."""
     _check_buffer(agent.config, buffer)
     buffer.set_n_step(paper_n_step(config.n_step_long, config.n_step_short))
     log = StageLog("offline")
-    trainer = _Trainer(log, config.log_every)
+    trainer = _Trainer(log, config.log_every, on_update=on_update)
     k_rng, k_steps = jax.random.split(key)
     rng = numpy_rng(k_rng)
     for k in jax.random.split(k_steps, config.num_updates):

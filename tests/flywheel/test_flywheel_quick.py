@@ -33,7 +33,11 @@ def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
     assert episodes, "no online episode reached the learner"
     driven = {e["policy_version"] for e in episodes}
     assert 1 in driven, f"no episode was driven by the published policy: {driven}"
+    # hot swaps wait for the episode boundary: no episode's policy steps span two versions
+    mixed = [(e["robot"], e["policy_versions"]) for e in episodes if len(e["policy_versions"]) > 1]
+    assert not mixed, f"policy swapped mid-episode: {mixed}"
     assert all(e["snapshot"] >= 1 for e in episodes)
+    assert all(e["score"] == 1.0 for e in episodes if e["success"]), "a success with subtasks left undone"
     assert {e["robot"] for e in episodes} == {"robot_01", "robot_02"}
     newest = versions[-1]
     assert report["active"] == {"robot_01": newest, "robot_02": newest}, report["active"]

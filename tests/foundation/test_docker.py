@@ -64,3 +64,15 @@ def test_compose_commands_exist_in_the_lwd_cli():
 def test_learner_image_installs_what_publishing_imports():
     learner_image = (REPO / "docker/learner.Dockerfile").read_text()
     assert "requirements/export.txt" in learner_image and "onnxruntime" in learner_image  # jax2onnx + self-check
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_requirement_installs_are_pinned_by_the_setup_constraints(dockerfile):
+    """An image resolves the same versions `make setup` tested: every `pip install -r` takes -c constraints."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    installs = [line for line in text.splitlines() if re.search(r"pip3? install\b.*\s-r\s", line)]
+    assert installs, f"{dockerfile.name}: no pip install -r line"
+    for line in installs:
+        assert "-c requirements/constraints.txt" in line, f"{dockerfile.name}: unpinned install: {line.strip()}"
+    constraints = (REPO / "constraints.txt").read_text()
+    assert "COPY constraints.txt" in dockerfile.read_text() and "onnxruntime==" in constraints

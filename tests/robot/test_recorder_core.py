@@ -3,6 +3,7 @@ reasons, an interrupted recovery redone, a full queue that drops steps instead o
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -219,3 +220,22 @@ def test_bad_recorder_config_is_refused(tmp_path):
         RecorderConfig(robot_id="robot_01", spool_dir=tmp_path, image_compression="gif")
     with pytest.raises(ValueError, match="image_downscale"):
         RecorderConfig(robot_id="robot_01", spool_dir=tmp_path, image_downscale=0)
+
+
+@pytest.mark.parametrize("final", [None, (2, 2)])
+def test_the_outcome_report_sets_the_final_subtask_count(tmp_path, final):
+    """The sim's success tick ends the episode, so no recorded step carries its subtask count:
+    the end record takes it from the outcome report, else from the last recorded step."""
+    committed = []
+    rec = EpisodeRecorder(
+        RecorderConfig(robot_id="robot_01", spool_dir=tmp_path), on_committed=lambda s, e, p: committed.append(e)
+    )
+    start = _start(cameras=())
+    rec.start(start)
+    for t in range(6):
+        sim = {"state": [0.0], "subtask_index": t // 3, "num_subtasks": 2, "success": False, "failed": False}
+        assert rec.add_step(dataclasses.replace(_record(t, {}), sim=sim))
+    rec.end(Outcome.SUCCESS, progress=final)
+    assert rec.wait_idle(60) and rec.close()
+    (end,) = committed
+    assert (end.subtasks_done, end.num_subtasks) == (final or (1, 2))

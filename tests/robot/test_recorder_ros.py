@@ -346,3 +346,38 @@ def test_write_error_stops_recording_and_keeps_the_node_up(peer, ros_env, tmp_pa
     assert (spool / f"{eid}.mcap.partial").exists()  # kept for recovery, never renamed into the spool
     assert not (spool / f"{eid}.mcap").exists()
     assert os.path.getsize(spool / f"{eid}.mcap.partial") <= 150_000
+
+
+def test_an_unanswered_reset_is_called_again_instead_of_wedging_the_recorder(peer, ros_env, tmp_path):
+    """DDS can lose a service answer (seen at fleet start-up: 'failed to send response'); the
+    recorder gives up on it after reset_timeout_s and calls again, so the robot keeps recording."""
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.task import Future
+
+    from lwd_msgs.srv import ResetEpisode
+    from lwd_protocol.names import RosTopics
+
+    calls: list[ResetEpisode.Request] = []
+
+    async def on_reset(request, response):
+        calls.append(request)
+        if len(calls) == 1:
+            await Future()  # this answer never comes
+        response.success, response.task, response.instruction = True, "shoebox", "pack the shoes"
+        return response
+
+    # reentrant: the hung first call must not keep the service from taking the second
+    peer.node.create_service(ResetEpisode, RosTopics.RESET_EPISODE, on_reset, callback_group=ReentrantCallbackGroup())
+    log = tmp_path / "recorder.log"
+    params = write_params(tmp_path / "p.yaml", tmp_path / "spool", task="", reset_service=True, reset_timeout_s=1.0)
+    proc = start_recorder(ros_env, params, log)
+    try:
+        assert peer.spin_until(lambda: peer.status.get("state") == "idle", 60, proc, log), peer.status
+        peer.observe(0)
+        peer.request_start()
+        assert peer.spin_until(lambda: peer.started(), 30, proc, log), f"no STARTED; status {peer.status}"
+        assert len(calls) == 2 and calls[0].seed == calls[1].seed  # the same scene asked for again
+        assert peer.started()[-1].task == "shoebox"
+    finally:
+        stop(proc)
+    assert "episode/reset got no answer in 1 s; calling again" in log.read_text()

@@ -36,10 +36,12 @@ from lwd_learner.flywheel.stack import CloudStack
 from lwd_learner.publish import PolicyPublisher, PublisherConfig
 from lwd_learner.replay import MixedSampler, ReplayBuffer, paper_n_step, to_agent_batch
 from lwd_learner.replay_reader import ReaderConfig, SnapshotReplayReader
-from lwd_learner.stages import OfflineConfig, SFTConfig, numpy_rng, run_offline, run_sft
+from lwd_learner.stages import OfflineConfig, SFTConfig, StageLog, numpy_rng, run_offline, run_sft
 from lwd_protocol.episode import ActionSource, EpisodeSource
 from lwd_protocol.robot_spec import CHUNK_HORIZON
 from lwd_protocol.signing import load_private_key, sign_manifest
+
+LIVE_LOG_EVERY = 25  # updates per loss window shown in the live view
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class LearnerPlan:
     sft_updates: int = 1500
     offline_updates: int = 600
     online_rounds: int = 3
-    episodes_per_round: int = 8  # fleet-wide new episodes that close a round
+    episodes_per_round: int = 8  # fleet-wide new episodes, driven by the round's deployed policy, that close a round
     updates_per_round: int = 100
     publish_every: int = 50  # Sec. V-A: broadcast every 50 training steps
     online_fraction: float = 0.5  # ~1:1 offline:online (App. B2)
@@ -67,6 +69,7 @@ class EpisodeLogRow:
     score: float
     success: bool
     policy_version: int
+    policy_versions: list[int]  # distinct versions on the steps the policy drove (one: swaps wait for a boundary)
     steps: int
     human_steps: int  # steps a person (or the sim's virtual teleoperator) drove, incl. episodes with no policy
     ingest_latency_s: float  # committed on the robot -> in a committed snapshot the learner can read
@@ -252,6 +255,12 @@ class FlywheelLearner:
         return False
 
     # --- stages -------------------------------------------------------------------------------
+    def _show_stage(self, log: StageLog) -> None:
+        """The live view's step counter and newest loss window during the SFT and offline stages."""
+        self.progress.step = log.updates
+        if log.history:
+            self.progress.metrics = {k: v for k, v in log.history[-1].items() if k not in ("step", "window")}
+
     def run(self) -> None:
         plan, prog = self.plan, self.progress
         prog.stage = "offline data"
@@ -270,23 +279,25 @@ class FlywheelLearner:
         k_init, k_sft, k_off, k_on = jax.random.split(self.key, 4)
         state = agent.init(k_init)
         prog.stage, prog.total = "SFT", plan.sft_updates
-        state, sft_log = run_sft(agent, state, demos, SFTConfig(plan.sft_updates, plan.batch_size), k_sft)
+        sft_cfg = SFTConfig(plan.sft_updates, plan.batch_size, log_every=LIVE_LOG_EVERY)
+        state, sft_log = run_sft(agent, state, demos, sft_cfg, k_sft, on_update=self._show_stage)
         prog.stage_logs["sft"] = sft_log.to_dict()
         state = agent.start_rl(state)
         prog.stage, prog.total = "offline RL", plan.offline_updates
-        state, off_log = run_offline(agent, state, offline, OfflineConfig(plan.offline_updates, plan.batch_size), k_off)
+        off_cfg = OfflineConfig(plan.offline_updates, plan.batch_size, log_every=LIVE_LOG_EVERY)
+        state, off_log = run_offline(agent, state, offline, off_cfg, k_off, on_update=self._show_stage)
         prog.stage_logs["offline"] = off_log.to_dict()
-        prog.metrics = {k: v for k, v in (off_log.history[-1] if off_log.history else {}).items()}
         prog.stage = "publishing"
         self._publish(agent, state, normalizer, snapshot=0)
         self.offline_state = state
         self._online(state, normalizer, offline, k_on)
 
-    def _ingest(self, reader: SnapshotReplayReader, online: ReplayBuffer) -> int:
+    def _ingest(self, reader: SnapshotReplayReader, online: ReplayBuffer) -> list[EpisodeLogRow]:
+        """Load the episodes the newest snapshot added into the online buffer; returns their log rows."""
         delta = reader.advance()
         if not delta.changed:
-            return 0
-        added = 0
+            return []
+        added: list[EpisodeLogRow] = []
         now = time.time()
         created: dict[int, int] = {}
 
@@ -303,9 +314,9 @@ class FlywheelLearner:
                 continue
             ep = from_episode(loaded.episode)
             online.add_episode(ep)
-            added += 1
             rec = loaded.record
-            self.progress.episodes.append(
+            policy_steps = loaded.episode.action_source == ActionSource.POLICY
+            added.append(
                 EpisodeLogRow(
                     robot=rec.robot_id,
                     task=ep.task,
@@ -313,6 +324,7 @@ class FlywheelLearner:
                     score=float(ep.score),
                     success=bool(ep.success),
                     policy_version=int(ep.policy_version),
+                    policy_versions=sorted({int(v) for v in loaded.episode.policy_version[policy_steps]}),
                     steps=int(ep.length),
                     human_steps=int(np.sum(ep.action_source == ActionSource.HUMAN)),
                     ingest_latency_s=max(0.0, (snapshot_ns(rec.version) - rec.committed_at_ns) / 1e9),
@@ -320,6 +332,7 @@ class FlywheelLearner:
                     received_at=now,
                 )
             )
+            self.progress.episodes.append(added[-1])
         self.progress.snapshot = delta.version
         return added
 
@@ -342,11 +355,14 @@ class FlywheelLearner:
         try:
             for r in range(plan.online_rounds):
                 prog.stage, prog.step, prog.total = f"online round {r + 1}/{plan.online_rounds}: collecting", 0, 0
-                have, deadline = 0, time.monotonic() + plan.round_timeout_s
+                # only episodes the round's policy drove close it: robots record from boot (human/teleop
+                # episodes, older versions) and those are ingested too, but they are not this round's data
+                deployed, have = prog.version, 0
+                deadline = time.monotonic() + plan.round_timeout_s
                 while have < plan.episodes_per_round and time.monotonic() < deadline:
                     if self.stop_event.is_set():
                         return
-                    have += self._ingest(reader, online)
+                    have += sum(row.policy_version >= deployed for row in self._ingest(reader, online))
                     prog.stage = (
                         f"online round {r + 1}/{plan.online_rounds}: collecting {have}/{plan.episodes_per_round}"
                     )

@@ -13,7 +13,8 @@ from lwd_learner.flywheel.fleet import RosFleet
 from lwd_learner.flywheel.learner_loop import EpisodeLogRow, LearnerProgress
 from lwd_learner.flywheel.stack import CloudStack
 
-SHOWN_METRICS = ("critic_loss", "value_loss", "policy_loss", "qam_loss", "sft_loss", "tau", "q_mean")
+# names as the agent updates report them (flow-matching BC; DIVL value and critic; QAM)
+SHOWN_METRICS = ("fm_loss", "v_loss", "q_loss", "qam_loss", "tau_mean", "q_mean")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -71,9 +72,13 @@ def render(progress: LearnerProgress, stack: CloudStack, fleet: RosFleet, starte
         scores.add_row(task, f"v{version}", str(n), f"{success:.2f}", f"{score:.2f}")
 
     lat = [r.ingest_latency_s for r in progress.episodes]
-    swap = [p["build_publish_s"] for p in progress.published]
+    build = [p["build_publish_s"] for p in progress.published]
+    swap = [x["publish_to_active_s"] for x in progress.swaps]
+    active = " ".join(f"{r}:v{v}" for r, v in sorted(progress.active.items()))
     latency = (
         f"episode -> snapshot: p50 {percentile(lat, 50):.1f} s  p99 {percentile(lat, 99):.1f} s  (n={len(lat)})   "
-        f"export+sign+publish: p50 {percentile(swap, 50):.1f} s"
+        f"export+sign+publish: p50 {percentile(build, 50):.1f} s   "
+        f"published -> active (at an episode boundary): p50 {percentile(swap, 50):.1f} s (n={len(swap)})   "
+        f"active: {active or '-'}"
     )
     return Group(head, metrics, robots, scores, latency)

@@ -40,13 +40,50 @@ def plot_score_by_version(rows: list[EpisodeLogRow], path: Path) -> None:
     plt.close(fig)
 
 
+def robot_hours(rows: list[EpisodeLogRow]) -> np.ndarray:
+    """Cumulative robot-hours of online data after each episode (rows in arrival order)."""
+    return np.cumsum([r.steps for r in rows]) / CONTROL_RATE_HZ / 3600.0
+
+
+def moving_mean(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (no look-ahead: a curve over time)."""
+    cumulative = np.cumsum(np.concatenate([[0.0], values]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(0, ends - window)
+    return (cumulative[ends] - cumulative[starts]) / (ends - starts)
+
+
+def plot_score_by_robot_hours(rows: list[EpisodeLogRow], path: Path) -> None:
+    """Per-episode step-wise score against the fleet's robot-hours, coloured by the driving version."""
+    plt = _plt()
+    rows = sorted(rows, key=lambda r: r.received_at)
+    hours = robot_hours(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    versions = sorted({r.policy_version for r in rows})
+    cmap = plt.get_cmap("viridis", max(2, len(versions)))
+    for i, version in enumerate(versions):
+        picked = [j for j, r in enumerate(rows) if r.policy_version == version]
+        ax.scatter(hours[picked], [rows[j].score for j in picked], s=14, color=cmap(i), label=f"v{version}")
+    for task in sorted({r.task for r in rows}):
+        picked = [j for j, r in enumerate(rows) if r.task == task]
+        window = max(1, len(picked) // 4)
+        ax.plot(hours[picked], moving_mean([rows[j].score for j in picked], window), label=f"{task} (mean of {window})")
+    ax.set_xlabel("robot-hours of online data")
+    ax.set_ylabel("step-wise score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_interventions(rows: list[EpisodeLogRow], path: Path) -> None:
     plt = _plt()
     rows = sorted(rows, key=lambda r: r.received_at)
-    hours = np.cumsum([r.steps for r in rows]) / CONTROL_RATE_HZ / 3600.0
+    hours = robot_hours(rows)
     rate = [r.human_steps / max(r.steps, 1) for r in rows]
     window = max(1, len(rate) // 8)
-    smooth = np.convolve(rate, np.ones(window) / window, mode="same") if rate else []
+    smooth = moving_mean(rate, window)
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     ax.plot(hours, rate, ".", alpha=0.4, label="per episode")
     ax.plot(hours, smooth, label=f"moving mean ({window})")
@@ -58,13 +95,15 @@ def plot_interventions(rows: list[EpisodeLogRow], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_latency(rows: list[EpisodeLogRow], published: list[dict], path: Path) -> None:
+def plot_latency(rows: list[EpisodeLogRow], published: list[dict], swaps: list[dict], path: Path) -> None:
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     axes[0].hist([r.ingest_latency_s for r in rows], bins=20)
     axes[0].set_xlabel("episode committed on robot -> in a snapshot [s]")
     axes[1].hist([p["build_publish_s"] for p in published], bins=10)
     axes[1].set_xlabel("export + sign + publish [s]")
+    axes[2].hist([x["publish_to_active_s"] for x in swaps], bins=10)
+    axes[2].set_xlabel("published -> active on a robot [s]\n(includes the wait for the episode boundary)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,10 +115,12 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
     figures = {}
     if rows:
         plot_score_by_version(rows, out / "score_by_version.png")
+        plot_score_by_robot_hours(rows, out / "score_by_robot_hours.png")
         plot_interventions(rows, out / "interventions.png")
-        plot_latency(rows, progress.published, out / "latency.png")
+        plot_latency(rows, progress.published, progress.swaps, out / "latency.png")
         figures = {
             "score per task vs policy version": "score_by_version.png",
+            "score vs robot-hours": "score_by_robot_hours.png",
             "intervention rate over robot-hours": "interventions.png",
             "latency histograms": "latency.png",
         }
@@ -103,6 +144,8 @@ def write_report(out: Path, progress: LearnerProgress, extra: dict[str, Any], va
         f"- policy published -> active on a robot (swapped at an episode boundary): "
         f"p50 {percentile(swap, 50):.1f} s, p99 {percentile(swap, 99):.1f} s (n={len(swap)}); "
         f"active at the end: {dict(sorted(progress.active.items()))}",
+        f"- episodes in which the policy's version changed (a swap that did not wait for the boundary): "
+        f"{sum(len(r.policy_versions) > 1 for r in rows)} of {len(rows)}",
         "",
         "## Score by task and policy version",
         "",

@@ -98,6 +98,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "start_mode": ("auto", "auto: start after every commit | request: wait for STARTED with empty id"),
     "reset_service": (False, "call episode/reset on the driver before each episode"),
     "reset_seed": (-1, "scene seed sent to episode/reset (-1: a random one, recorded in the metadata)"),
+    "reset_timeout_s": (10.0, "an episode/reset answer not back by then is given up and the call repeated"),
     "max_episode_steps": (30 * 60 * 10, "end an episode with outcome timeout after this many steps"),
     "end_on_sim_outcome": (True, "end the episode when sim/state reports success or failure"),
     "wait_for_cameras_s": (
@@ -127,6 +128,9 @@ class RecorderNode(Node):
         if p["start_mode"] not in START_MODES:
             raise ValueError(f"start_mode {p['start_mode']!r} not one of {START_MODES}")
         self.start_mode, self.reset_service, self.reset_seed = p["start_mode"], p["reset_service"], p["reset_seed"]
+        self.reset_timeout_s = float(p["reset_timeout_s"])
+        if self.reset_timeout_s <= 0:
+            raise ValueError(f"reset_timeout_s must be > 0, got {self.reset_timeout_s}")
         self.max_episode_steps = int(p["max_episode_steps"])
         if not 0 < self.max_episode_steps <= MAX_EPISODE_STEPS:
             raise ValueError(f"max_episode_steps must be in 1..{MAX_EPISODE_STEPS}, got {self.max_episode_steps}")
@@ -178,6 +182,7 @@ class RecorderNode(Node):
         self._armed_at = 0.0
         self._next_try = 0.0
         self._reset_future = None
+        self._reset_sent_at = 0.0
         self._episode_has_sim = False
 
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -245,7 +250,8 @@ class RecorderNode(Node):
             self._sim_seen_running = True
         elif self._sim_seen_running:  # a fresh outcome in this episode, not the last one's
             outcome = Outcome.SUCCESS if msg.success else Outcome.FAILURE
-            self._end(outcome, f"sim reported {outcome.value}", announce=True)
+            progress = (int(msg.subtask_index), int(msg.num_subtasks))
+            self._end(outcome, f"sim reported {outcome.value}", announce=True, progress=progress)
 
     def _on_mode(self, cdr: bytes) -> None:
         if self.state == "recording":
@@ -316,17 +322,28 @@ class RecorderNode(Node):
         self._next_try = 0.0
 
     def _call_reset(self) -> None:
-        if self._reset_future is not None or time.monotonic() < self._next_try:
+        now = time.monotonic()
+        if self._reset_future is not None and now - self._reset_sent_at > self.reset_timeout_s:
+            # DDS can drop a service answer (e.g. the reply reader was not matched yet at start-up):
+            # waiting on it would stop this robot recording for good. Resetting again is harmless.
+            self.reset_client.remove_pending_request(self._reset_future)
+            self._reset_future = None
+            self.reason = f"episode/reset got no answer in {self.reset_timeout_s:g} s; calling again"
+            self._log("warn", self.reason)
+        if self._reset_future is not None or now < self._next_try:
             return
         if not self.reset_client.service_is_ready():
             self.reason = f"waiting for the {RosTopics.RESET_EPISODE} service"
             self._next_try = time.monotonic() + 1.0
             return
         task, _, seed = self._pending
+        self._reset_sent_at = time.monotonic()
         self._reset_future = self.reset_client.call_async(ResetEpisode.Request(task=task, seed=seed))
         self._reset_future.add_done_callback(self._on_reset_done)
 
     def _on_reset_done(self, future) -> None:
+        if future is not self._reset_future:
+            return  # the answer to a call already given up on
         self._reset_future = None
         try:
             response = future.result()
@@ -378,11 +395,11 @@ class RecorderNode(Node):
         self.state, self.reason = "recording", ""
         self._publish_event(EpisodeEvent.STARTED, start)
 
-    def _end(self, outcome: Outcome, note: str, announce: bool) -> None:
+    def _end(self, outcome: Outcome, note: str, announce: bool, progress: tuple[int, int] | None = None) -> None:
         if self.state != "recording":
             return
         self.state = "ending"
-        self.recorder.end(outcome, note)
+        self.recorder.end(outcome, note, progress)
         if announce:
             self._publish_event(EpisodeEvent.ENDED, self._episode, outcome=outcome, num_steps=self._steps)
 

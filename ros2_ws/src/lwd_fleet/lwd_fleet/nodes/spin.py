@@ -8,6 +8,7 @@ with status 2 and one clear line, so `lwd-robot` / `ros2 launch` report it inste
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -15,6 +16,16 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 CONFIG_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+SHUTDOWN_GRACE_S = 1.0
+
+
+def _context_goes_down(node: Node, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while node.context.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def run_node(
@@ -39,8 +50,9 @@ def run_node(
         pass
     except RuntimeError:
         # SIGINT/SIGTERM shut the context down while the executor was taking a message (rclpy then
-        # fails in take_message): that is the requested stop, not a crash; anything else still raises
-        if node.context.ok():
+        # fails in take_message): that is the requested stop, not a crash; anything else still raises.
+        # The take can fail a moment before the signal handler marks the context down: give it that.
+        if not _context_goes_down(node, SHUTDOWN_GRACE_S):
             raise
     finally:
         cleanup(node)

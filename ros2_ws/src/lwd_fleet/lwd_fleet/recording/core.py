@@ -136,6 +136,7 @@ class _Start:
 class _End:
     outcome: Outcome
     note: str
+    progress: tuple[int, int] | None  # (subtasks done, of) from the sim report that ended the episode
 
 
 @dataclass
@@ -221,8 +222,10 @@ class EpisodeRecorder:
     def add_mode(self, cdr: bytes, stamp_ns: int) -> None:
         self._put(_Mode(cdr, stamp_ns))
 
-    def end(self, outcome: Outcome, note: str = "") -> None:
-        self._put(_End(Outcome(outcome), note))
+    def end(self, outcome: Outcome, note: str = "", progress: tuple[int, int] | None = None) -> None:
+        """Commit the episode. ``progress`` = (subtasks done, of) when the outcome came with a final
+        task report (the sim's success tick), which no recorded step carries: the episode ends on it."""
+        self._put(_End(Outcome(outcome), note, progress))
 
     def _put(self, item: Any) -> None:
         with self._cv:
@@ -306,6 +309,8 @@ class EpisodeRecorder:
                     lambda: self._writer.write_raw("/control_mode", CONTROL_MODE_TYPE, item.cdr, step, item.stamp_ns)
                 )
         elif isinstance(item, _End):
+            if item.progress is not None:
+                self._stats.subtasks_done, self._stats.num_subtasks = (int(v) for v in item.progress)
             self._finish(item.outcome, item.note)
 
     def _begin(self, start: EpisodeStart) -> None:

@@ -413,7 +413,9 @@ def value_traces(
     if success is not None:
         traces["success"] = value_quantiles(agent, state, normalizer, success)
     if failed:
-        traces["failure"] = value_quantiles(agent, state, normalizer, min(failed, key=lambda e: e.score))
+        # the failure that got furthest: its value should rise with the progress, then fall at the mistake
+        # (Fig. 6); a policy that never moved gives a flat line that shows nothing
+        traces["failure"] = value_quantiles(agent, state, normalizer, max(failed, key=lambda e: (e.score, e.length)))
     return traces
 
 

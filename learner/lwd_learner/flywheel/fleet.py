@@ -34,10 +34,20 @@ class FleetConfig:
     camera_every_n: int = 3  # 10 Hz cameras: enough for the record, cheap for 2 CPU cores
     record_images: bool = True
     realtime_factor: float = 1.0
-    max_episode_steps: int = 1800  # 60 s at 30 Hz, then outcome timeout
+    # recorder cap, then outcome timeout; None = the longest of the fleet's tasks' own time limits
+    # (90 s for the long-horizon ones: the scripted expert alone needs ~57 s for gongfu_tea)
+    max_episode_steps: int | None = None
     takeover_stall_s: float = 5.0
     takeover_watch_probability: float = 0.8
     domain_base: int = 0  # robots use domain_base + index; 0 = pick a free-looking range per run
+
+
+def episode_step_cap(cfg: FleetConfig) -> int:
+    if cfg.max_episode_steps is not None:
+        return cfg.max_episode_steps
+    from lwd_sim.tasks import make_task
+
+    return max(make_task(task).max_steps for task in cfg.tasks)
 
 
 def robot_ids(count: int) -> list[str]:
@@ -95,7 +105,7 @@ def robot_params(base: dict[str, Any], robot: str, index: int, cfg: FleetConfig,
     node("teleop").update(joystick_source="topic")  # no pad on a sim robot; the virtual teleoperator drives
     node("recorder").update(
         task="",
-        max_episode_steps=cfg.max_episode_steps,
+        max_episode_steps=episode_step_cap(cfg),
         record_images=cfg.record_images,
         wait_for_cameras_s=5.0 if cfg.record_images else 0.0,
     )

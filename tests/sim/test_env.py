@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lwd_protocol.policy_io import joint_position_index
-from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES
+from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES, JOINT_NAMES
 from lwd_sim import STATE_DIM, STATE_LAYOUT, ScriptedExpert, make_env
 from lwd_sim.tasks import IMPLEMENTED_TASKS
 
@@ -87,6 +87,34 @@ def test_state_holds_the_randomly_placed_fixtures(task: str) -> None:
         assert not state[2 * len(names) :].any()
         seen.append(state)
     assert not np.allclose(seen[0], seen[1]) or not np.allclose(seen[1], seen[2]), "fixtures never move"
+
+
+def test_state_holds_where_each_object_started_while_it_moves() -> None:
+    """The expert puts used objects back where they started: that target must be in the state."""
+    env = make_env("gongfu_tea", seed=0)
+    obs = env.reset(5)
+    homes = obs["sim_state"][STATE_LAYOUT["homes"]].reshape(-1, 2)
+    for i, o in enumerate(env.spec.objects):
+        expected = env.obj_pos(o.name)[:2] if o.name in env.active_objects else np.zeros(2)
+        np.testing.assert_allclose(homes[i], expected, atol=1e-6)
+    expert = ScriptedExpert(env)
+    for _ in range(150):  # picks the first container up and carries it
+        obs, *_ = env.step(expert.act())
+    moved = [i for i, o in enumerate(env.spec.objects) if np.linalg.norm(env.obj_pos(o.name)[:2] - homes[i]) > 0.05]
+    assert moved, "the expert moved nothing in 150 ticks"
+    np.testing.assert_array_equal(obs["sim_state"][STATE_LAYOUT["homes"]].reshape(-1, 2), homes)
+
+
+@pytest.mark.parametrize(("target", "opening"), [(0.019, 0.0), (0.021, 0.04)])
+def test_grippers_switch_open_or_closed_at_half_stroke(target: float, opening: float) -> None:
+    env = make_env("restocking", seed=0)
+    env.reset(0)
+    grippers = [i for i, name in enumerate(JOINT_NAMES) if name.endswith("gripper")]
+    for _ in range(30):
+        action = env.joint_position().copy()
+        action[grippers] = target
+        obs, *_ = env.step(action)
+    np.testing.assert_allclose(obs["joint_position"][grippers], opening, atol=0.003)
 
 
 def test_joint_limits_respected_under_extreme_commands() -> None:

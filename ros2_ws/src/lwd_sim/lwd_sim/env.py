@@ -22,7 +22,18 @@ from lwd_protocol.robot_spec import ACTION_DIM, JOINT_NAMES
 from lwd_protocol.tasks import TASK_NAMES
 from lwd_sim.grasp import Graspable, GraspManager
 from lwd_sim.render import CameraRig
-from lwd_sim.robot import ARMS, TABLE_TOP_Z, PhysicsConfig, home_action, joint_limits, model_header, robot_xml
+from lwd_sim.robot import (
+    ARMS,
+    GRIPPER_CLOSED,
+    GRIPPER_OPEN,
+    GRIPPER_SWITCH,
+    TABLE_TOP_Z,
+    PhysicsConfig,
+    home_action,
+    joint_limits,
+    model_header,
+    robot_xml,
+)
 from lwd_sim.tasks import make_task
 from lwd_sim.tasks.base import NUM_TASK_FLAGS, Task
 
@@ -57,7 +68,11 @@ STATE_LAYOUT: dict[str, slice] = {
 # where the board or the tray is (their placement is jittered per episode like the objects').
 _FIXTURES_START = STATE_LAYOUT["referent_poses"].stop
 STATE_LAYOUT["fixtures"] = slice(_FIXTURES_START, _FIXTURES_START + 2 * MAX_FIXTURES)
-STATE_DIM = STATE_LAYOUT["fixtures"].stop
+# Per object slot: the xy it started the episode at, where an arm puts a used object back (the
+# expert's stow). Without it the target of every put-back is hidden state: a state-only policy
+# cannot know where the caddy or the knife came from once it has moved them.
+STATE_LAYOUT["homes"] = slice(STATE_LAYOUT["fixtures"].stop, STATE_LAYOUT["fixtures"].stop + 2 * MAX_OBJECTS)
+STATE_DIM = STATE_LAYOUT["homes"].stop
 
 
 @dataclass
@@ -92,6 +107,7 @@ class LwdSimEnv:
         self._act_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, f"act_{j}") for j in JOINT_NAMES])
         self.limits = joint_limits()
         self._arm_idx = np.array([i for i, j in enumerate(JOINT_NAMES) if not j.endswith("gripper")])
+        self._gripper_idx = np.array([i for i, j in enumerate(JOINT_NAMES) if j.endswith("gripper")])
         self.body = {m.body(i).name: i for i in range(m.nbody)}
         self.hand_body = tuple(self.body[f"{a}_hand"] for a in ARMS)
         self.grasp_site = tuple(mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f"{a}_grasp") for a in ARMS)
@@ -198,6 +214,11 @@ class LwdSimEnv:
         action[self._arm_idx] = np.clip(
             action[self._arm_idx], self.last_action[self._arm_idx] - step, self.last_action[self._arm_idx] + step
         )
+        # The grippers are open/close devices (a parallel jaw on a digital command): a target of at
+        # least half the stroke opens fully, anything less closes. A learned policy's blurred
+        # 1.8 cm near a transition then means "keep closed", not "let the object slip out".
+        grip = action[self._gripper_idx]
+        action[self._gripper_idx] = np.where(grip >= GRIPPER_SWITCH, GRIPPER_OPEN, GRIPPER_CLOSED)
         self.last_action = action
         self.data.ctrl[self._act_ids] = action
         mujoco.mj_step(self.model, self.data, nstep=self.config.physics.substeps)
@@ -343,6 +364,10 @@ class LwdSimEnv:
         f0 = STATE_LAYOUT["fixtures"].start
         for i, name in enumerate(self.task.fixtures):
             s[f0 + 2 * i : f0 + 2 * i + 2] = self.data.xpos[self.body[name]][:2]
+        h0 = STATE_LAYOUT["homes"].start
+        for i, o in enumerate(self.spec.objects):
+            if o.name in self.home_pose:
+                s[h0 + 2 * i : h0 + 2 * i + 2] = self.home_pose[o.name][:2]
         return s
 
 

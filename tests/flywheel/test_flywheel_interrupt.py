@@ -4,10 +4,8 @@ behind, still writes its report (marked interrupted) and exits 130."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,10 +14,8 @@ pytest.importorskip("lwd_sim")
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 
-def test_ctrl_c_stops_everything_it_started(tmp_path, ros_env):
-    workdir = tmp_path / "flywheel"
-    env = dict(ros_env, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    argv = [sys.executable, "-m", "lwd_learner.cli", "flywheel", "--quick", "--no-live", "--workdir", str(workdir)]
+def test_ctrl_c_stops_everything_it_started(quick_flywheel):
+    workdir, argv, env = quick_flywheel
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # interrupt once the robots run their nodes (mid offline stage or later)

@@ -8,9 +8,7 @@ not timings, and that nothing it started is left running.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -19,10 +17,8 @@ pytest.importorskip("jax2onnx")
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 
-def test_quick_flywheel_closes_the_loop(tmp_path, ros_env):
-    workdir = tmp_path / "flywheel"
-    env = dict(ros_env, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    argv = [sys.executable, "-m", "lwd_learner.cli", "flywheel", "--quick", "--no-live", "--workdir", str(workdir)]
+def test_quick_flywheel_closes_the_loop(quick_flywheel):
+    workdir, argv, env = quick_flywheel
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

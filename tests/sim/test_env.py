@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lwd_protocol.policy_io import joint_position_index
-from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES, JOINT_NAMES
+from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES, GRIPPER_DIMS
 from lwd_sim import STATE_DIM, STATE_LAYOUT, ScriptedExpert, make_env
 from lwd_sim.tasks import IMPLEMENTED_TASKS
 
@@ -109,7 +109,7 @@ def test_state_holds_where_each_object_started_while_it_moves() -> None:
 def test_grippers_switch_open_or_closed_at_half_stroke(target: float, opening: float) -> None:
     env = make_env("restocking", seed=0)
     env.reset(0)
-    grippers = [i for i, name in enumerate(JOINT_NAMES) if name.endswith("gripper")]
+    grippers = list(GRIPPER_DIMS)
     for _ in range(30):
         action = env.joint_position().copy()
         action[grippers] = target

@@ -38,6 +38,7 @@ from lwd_learner.replay import MixedSampler, ReplayBuffer, paper_n_step, to_agen
 from lwd_learner.replay_reader import ReaderConfig, SnapshotReplayReader
 from lwd_learner.stages import OfflineConfig, SFTConfig, StageLog, numpy_rng, run_offline, run_sft
 from lwd_protocol.episode import ActionSource, EpisodeSource
+from lwd_protocol.episode_io import Episode
 from lwd_protocol.robot_spec import CHUNK_HORIZON
 from lwd_protocol.signing import load_private_key, sign_manifest
 
@@ -315,7 +316,6 @@ class FlywheelLearner:
             ep = from_episode(loaded.episode)
             online.add_episode(ep)
             rec = loaded.record
-            policy_steps = loaded.episode.action_source == ActionSource.POLICY
             added.append(
                 EpisodeLogRow(
                     robot=rec.robot_id,
@@ -324,7 +324,7 @@ class FlywheelLearner:
                     score=float(ep.score),
                     success=bool(ep.success),
                     policy_version=int(ep.policy_version),
-                    policy_versions=sorted({int(v) for v in loaded.episode.policy_version[policy_steps]}),
+                    policy_versions=_policy_versions(loaded.episode),
                     steps=int(ep.length),
                     human_steps=int(np.sum(ep.action_source == ActionSource.HUMAN)),
                     ingest_latency_s=max(0.0, (snapshot_ns(rec.version) - rec.committed_at_ns) / 1e9),
@@ -401,6 +401,14 @@ class FlywheelLearner:
             self.final_state, self.agent, self.normalizer = state, agent, normalizer
             reader.close()
             prog.stage = "done"
+
+
+def _policy_versions(episode: Episode) -> list[int]:
+    """Versions that drove the episode's policy steps: the recorder's end record, else the steps."""
+    if episode.end is not None:
+        return list(episode.end.policy_versions)
+    policy_steps = episode.action_source == ActionSource.POLICY
+    return sorted({int(v) for v in episode.policy_version[policy_steps] if v})
 
 
 def _cache_root() -> Path:

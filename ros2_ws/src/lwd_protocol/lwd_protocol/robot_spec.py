@@ -22,6 +22,8 @@ CONTROL_RATE_HZ = 30.0
 
 # Action dims of the 14 arm joints (grippers excluded): what relative (delta) actions offset.
 ARM_JOINT_DIMS: tuple[int, ...] = tuple(i for i, name in enumerate(JOINT_NAMES) if not name.endswith("gripper"))
+# Action dims of the two grippers (finger opening in metres).
+GRIPPER_DIMS: tuple[int, ...] = tuple(i for i, name in enumerate(JOINT_NAMES) if name.endswith("gripper"))
 
 # Index ranges of each arm inside the 16-D action, grippers included.
 LEFT_ARM_SLICE = slice(0, 8)

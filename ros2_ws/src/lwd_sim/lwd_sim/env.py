@@ -18,7 +18,7 @@ import mujoco
 import numpy as np
 
 from lwd_protocol.policy_io import SIM_STATE_JOINT_OFFSET
-from lwd_protocol.robot_spec import ACTION_DIM, JOINT_NAMES
+from lwd_protocol.robot_spec import ACTION_DIM, ARM_JOINT_DIMS, GRIPPER_DIMS, JOINT_NAMES
 from lwd_protocol.tasks import TASK_NAMES
 from lwd_sim.grasp import Graspable, GraspManager
 from lwd_sim.render import CameraRig
@@ -106,8 +106,8 @@ class LwdSimEnv:
         self._qvel_adr = np.array([m.jnt_dofadr[j] for j in jid])
         self._act_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, f"act_{j}") for j in JOINT_NAMES])
         self.limits = joint_limits()
-        self._arm_idx = np.array([i for i, j in enumerate(JOINT_NAMES) if not j.endswith("gripper")])
-        self._gripper_idx = np.array([i for i, j in enumerate(JOINT_NAMES) if j.endswith("gripper")])
+        self._arm_idx = np.array(ARM_JOINT_DIMS)
+        self._gripper_idx = np.array(GRIPPER_DIMS)
         self.body = {m.body(i).name: i for i in range(m.nbody)}
         self.hand_body = tuple(self.body[f"{a}_hand"] for a in ARMS)
         self.grasp_site = tuple(mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, f"{a}_grasp") for a in ARMS)

@@ -672,7 +672,8 @@ def offline_data(
         return episodes, {"reused": str(data_dir), "read_s": round(time.perf_counter() - t0, 2)}
     with tempfile.TemporaryDirectory(prefix="lwd-bench-data-") as tmp:
         folder = Path(data_dir) if data_dir is not None else Path(tmp)
-        stats = generate(GenConfig(out=folder, episodes_per_task=episodes_per_task, tasks=tasks, seed=seed))
+        gen = GenConfig(out=folder, episodes_per_task=episodes_per_task, tasks=tasks, seed=seed)
+        stats = generate(gen, workers=os.cpu_count() or 1)
         t0 = time.perf_counter()
         episodes = read(folder)
         info = {"generated": stats.as_dict(), "read_s": round(time.perf_counter() - t0, 2)}

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from lwd_protocol.policy_io import joint_position_index
-from lwd_protocol.robot_spec import ACTION_DIM, CAMERA_NAMES, GRIPPER_DIMS
+from lwd_protocol.robot_spec import ACTION_DIM, ARM_JOINT_DIMS, CAMERA_NAMES, GRIPPER_DIMS
 from lwd_sim import STATE_DIM, STATE_LAYOUT, ScriptedExpert, make_env
+from lwd_sim.env import EnvConfig, LwdSimEnv
+from lwd_sim.robot import home_action
 from lwd_sim.tasks import IMPLEMENTED_TASKS
 
 
@@ -105,16 +107,65 @@ def test_state_holds_where_each_object_started_while_it_moves() -> None:
     np.testing.assert_array_equal(obs["sim_state"][STATE_LAYOUT["homes"]].reshape(-1, 2), homes)
 
 
-@pytest.mark.parametrize(("target", "opening"), [(0.019, 0.0), (0.021, 0.04)])
-def test_grippers_switch_open_or_closed_at_half_stroke(target: float, opening: float) -> None:
+def _hold_gripper_targets(env, targets: list[float], ticks: int = 30) -> np.ndarray:
+    """Command each gripper target in turn for `ticks` ticks (arms held still); the final openings."""
+    grippers = list(GRIPPER_DIMS)
+    for target in targets:
+        for _ in range(ticks):
+            action = env.joint_position().copy()
+            action[grippers] = target
+            obs, *_ = env.step(action)
+    return obs["joint_position"][grippers]
+
+
+@pytest.mark.parametrize(
+    ("targets", "opening"),
+    [
+        ([0.011], 0.04),  # open: a command above a quarter stroke keeps it open
+        ([0.009], 0.0),  # ... below closes
+        ([0.0, 0.029], 0.0),  # closed: a command up to three quarters keeps it closed
+        ([0.0, 0.031], 0.04),  # ... above opens
+        ([0.0, 0.02], 0.0),  # mid-stroke keeps whichever state it is in
+        ([0.04, 0.02], 0.04),
+    ],
+)
+def test_grippers_switch_with_hysteresis(targets: list[float], opening: float) -> None:
     env = make_env("restocking", seed=0)
     env.reset(0)
-    grippers = list(GRIPPER_DIMS)
-    for _ in range(30):
-        action = env.joint_position().copy()
-        action[grippers] = target
-        obs, *_ = env.step(action)
-    np.testing.assert_allclose(obs["joint_position"][grippers], opening, atol=0.003)
+    np.testing.assert_allclose(_hold_gripper_targets(env, targets), opening, atol=0.003)
+
+
+def _disturbed_holding_still(seed: int, steps: int, std: float, correlation: float = 0.9) -> np.ndarray:
+    """Executed-minus-commanded joint targets while commanding the home posture (grippers open)."""
+    env = LwdSimEnv("restocking", seed, EnvConfig(disturbance=std, disturbance_correlation=correlation))
+    env.reset(seed)
+    command = home_action()
+    deviation = []
+    for _ in range(steps):
+        env.step(command)
+        deviation.append(env.last_action - command)
+    return np.array(deviation)
+
+
+def test_disturbance_is_ar1_noise_on_the_arm_targets_only() -> None:
+    std, correlation = 0.01, 0.9
+    dev = _disturbed_holding_still(0, 2000, std, correlation)
+    np.testing.assert_array_equal(dev[:, list(GRIPPER_DIMS)], 0.0)
+    arm = dev[:, list(ARM_JOINT_DIMS)]
+    # sample moments, computed here and compared with the configured process
+    assert abs(arm.std() / std - 1.0) < 0.15
+    lag1 = float(np.mean(arm[1:] * arm[:-1]) / np.mean(arm[:-1] ** 2))
+    assert abs(lag1 - correlation) < 0.05
+    assert np.all(np.abs(np.corrcoef(arm.T)[np.triu_indices(len(ARM_JOINT_DIMS), 1)]) < 0.3)
+
+
+def test_disturbance_is_seeded_and_leaves_the_scene_alone() -> None:
+    np.testing.assert_array_equal(_disturbed_holding_still(3, 50, 0.01), _disturbed_holding_still(3, 50, 0.01))
+    assert not np.array_equal(_disturbed_holding_still(3, 50, 0.01), _disturbed_holding_still(4, 50, 0.01))
+    np.testing.assert_array_equal(_disturbed_holding_still(3, 50, 0.0), 0.0)
+    plain = make_env("gongfu_tea", seed=5).reset(5)["sim_state"]
+    disturbed = LwdSimEnv("gongfu_tea", 5, EnvConfig(disturbance=0.01)).reset(5)["sim_state"]
+    np.testing.assert_array_equal(plain, disturbed)
 
 
 def test_joint_limits_respected_under_extreme_commands() -> None:

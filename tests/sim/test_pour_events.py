@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lwd_sim.tasks import make_task
 from lwd_sim.tasks.events import POUR_TICKS, PourTracker
 
 
@@ -52,3 +53,31 @@ def test_a_container_nobody_holds_does_not_pour():
     tracker.reset()
     env.held = False
     assert tilt_for(tracker, env, 2 * POUR_TICKS, 0.0) == []
+
+
+class NoContainers:
+    """An env with nothing that can pour: post_step then only recomputes the flags."""
+
+    active_objects = ()
+
+
+def test_task_flags_show_each_subtasks_fraction_of_events_done():
+    """A subtask of several pours ("fill the three cups") shows how many are done; a second pour
+    into a filled cup is unexpected and fails the task."""
+    task = make_task("gongfu_tea")
+    cups = [("pitcher", "cup0"), ("pitcher", "cup1"), ("pitcher", "cup2")]
+    task.begin_events([[("caddy", "teapot")], cups] + [[]] * (task.num_subtasks - 2))
+    env = NoContainers()
+    task.post_step(env)
+    np.testing.assert_allclose(task.flags[:3], [0.0, 0.0, 1.0])
+    task._event(env, ("caddy", "teapot"))
+    task.index = 1
+    task._event(env, ("pitcher", "cup1"))
+    task.post_step(env)
+    np.testing.assert_allclose(task.flags[:3], [1.0, 1 / 3, 1.0])
+    task._event(env, ("pitcher", "cup0"))
+    task.post_step(env)
+    np.testing.assert_allclose(task.flags[:2], [1.0, 2 / 3])
+    assert not task.failed_reason
+    task._event(env, ("pitcher", "cup1"))
+    assert task.failed_reason == "unexpected pitcher -> cup1"

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -124,7 +125,8 @@ def ensure_offline_buffer(plan: LearnerPlan, cache_root: Path, say: Callable[[st
 
         say(f"generating the offline buffer into {out} (scripted experts, {plan.offline_episodes_per_task}/task)")
         tmp = Path(tempfile.mkdtemp(prefix="offline-", dir=cache_root))
-        stats = generate(GenConfig(out=tmp, episodes_per_task=plan.offline_episodes_per_task, tasks=plan.tasks))
+        gen = GenConfig(out=tmp, episodes_per_task=plan.offline_episodes_per_task, tasks=plan.tasks)
+        stats = generate(gen, workers=min(len(plan.tasks), os.cpu_count() or 1))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -24,9 +24,10 @@ from lwd_sim.grasp import Graspable, GraspManager
 from lwd_sim.render import CameraRig
 from lwd_sim.robot import (
     ARMS,
+    GRIPPER_CLOSE_BELOW,
     GRIPPER_CLOSED,
     GRIPPER_OPEN,
-    GRIPPER_SWITCH,
+    GRIPPER_OPEN_ABOVE,
     TABLE_TOP_Z,
     PhysicsConfig,
     home_action,
@@ -41,6 +42,7 @@ MAX_OBJECTS = 10
 MAX_ARTICULATIONS = 4
 MAX_REFERENTS = 2  # instructions name at most a first and a second object
 MAX_FIXTURES = 3  # randomly placed static bodies per task (board, juicer, tray, ...)
+DISTURBANCE_STREAM = 0xD157  # second seed word of the disturbance's own random stream (not the scene's)
 # SIM-ONLY privileged state layout (fixed across tasks).
 STATE_LAYOUT: dict[str, slice] = {
     "task_onehot": slice(0, 8),
@@ -81,6 +83,11 @@ class EnvConfig:
     image_size: int = 128
     max_steps: int | None = None  # None: the task's own time limit
     max_target_step: float = 0.12  # [rad/tick] cap on arm joint-target change (3.6 rad/s at 30 Hz)
+    # Execution disturbance (DART, Laskey et al. 2017): AR(1) noise of this stationary std [rad] is
+    # added to the arm joint targets the plant receives, not to the command, so an expert's demo
+    # visits the small deviations a learned policy makes and records how the expert corrects them.
+    disturbance: float = 0.0
+    disturbance_correlation: float = 0.9
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
 
 
@@ -199,14 +206,18 @@ class LwdSimEnv:
         self.episode_count += 1
         self.status = self.task.update(self)
         self.last_action = home.copy()
+        self._disturbance = np.zeros(len(self._arm_idx))
+        self._disturbance_rng = np.random.default_rng([self._seed, DISTURBANCE_STREAM])
         return self.observe()
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        action = np.asarray(action, dtype=np.float64)
+        action = np.array(action, dtype=np.float64)  # a copy: the disturbance must not reach the caller's command
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ValueError("action contains non-finite values")
+        if self.config.disturbance > 0:
+            action[self._arm_idx] += self._next_disturbance()
         # Safety clamps: joint limits, then a per-tick target step limit (joint velocity cap)
         # so a wild command cannot slam a joint through its (soft) limit.
         action = np.clip(action, self.limits[:, 0], self.limits[:, 1])
@@ -214,11 +225,14 @@ class LwdSimEnv:
         action[self._arm_idx] = np.clip(
             action[self._arm_idx], self.last_action[self._arm_idx] - step, self.last_action[self._arm_idx] + step
         )
-        # The grippers are open/close devices (a parallel jaw on a digital command): a target of at
-        # least half the stroke opens fully, anything less closes. A learned policy's blurred
-        # 1.8 cm near a transition then means "keep closed", not "let the object slip out".
+        # The grippers are open/close devices (a parallel jaw on a digital command) with hysteresis:
+        # an open gripper closes on a command below a quarter stroke, a closed one opens on a command
+        # above three quarters, anything between keeps the current state. A learned policy's blurred
+        # target drifting around mid-stroke then holds what it holds instead of dropping it.
         grip = action[self._gripper_idx]
-        action[self._gripper_idx] = np.where(grip >= GRIPPER_SWITCH, GRIPPER_OPEN, GRIPPER_CLOSED)
+        was_open = self.last_action[self._gripper_idx] >= GRIPPER_OPEN
+        opens = np.where(was_open, grip >= GRIPPER_CLOSE_BELOW, grip > GRIPPER_OPEN_ABOVE)
+        action[self._gripper_idx] = np.where(opens, GRIPPER_OPEN, GRIPPER_CLOSED)
         self.last_action = action
         self.data.ctrl[self._act_ids] = action
         mujoco.mj_step(self.model, self.data, nstep=self.config.physics.substeps)
@@ -230,6 +244,12 @@ class LwdSimEnv:
         truncated = not terminated and self.steps >= limit
         reward = 1.0 if self.status.success else 0.0
         return self.observe(), reward, terminated, truncated, self.info(truncated)
+
+    def _next_disturbance(self) -> np.ndarray:
+        a, std = self.config.disturbance_correlation, self.config.disturbance
+        step = self._disturbance_rng.normal(0.0, std * np.sqrt(1.0 - a * a), self._disturbance.shape)
+        self._disturbance = a * self._disturbance + step
+        return self._disturbance
 
     def info(self, truncated: bool = False) -> dict:
         s = self.status

@@ -1,7 +1,10 @@
 """Offline-buffer generator: scripted-expert episodes as MCAP files via lwd_protocol's EpisodeWriter.
 
 The mix per task follows the paper's Table IV ratios (hours, scaled to episode counts):
-  demo     noise-free expert, kept only if successful (EpisodeSource.DEMO, action source HUMAN)
+  demo     noise-free expert, kept only if successful (EpisodeSource.DEMO, action source HUMAN);
+           a fraction of them (per task group, `disturbed_demo_fraction`) runs under a small DART
+           disturbance of the plant (`demo_disturbance`): the recorded action is the expert's
+           command, the states show it correcting the deviations
   rollout  "historical policy": noisy expert, a mistake with the task's rollout failure rate
            (EpisodeSource.ROLLOUT, action source POLICY); outcome as the sim judges it
   play     failure-mode exploration: noisy expert with a forced mistake, always labelled
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,7 @@ from lwd_protocol.episode import (
 )
 from lwd_protocol.episode_io import EpisodeWriter
 from lwd_protocol.robot_spec import CONTROL_RATE_HZ
-from lwd_protocol.tasks import TASK_NAMES
+from lwd_protocol.tasks import TASK_NAMES, TaskGroup, task_info
 from lwd_sim.env import EnvConfig, LwdSimEnv
 from lwd_sim.experts import MISTAKES, ExpertConfig, ScriptedExpert
 from lwd_sim.tasks import IMPLEMENTED_TASKS
@@ -62,6 +67,19 @@ class GenConfig:
     rollout_noise: float = 0.01
     play_noise: float = 0.015
     max_demo_attempts: int = 3
+    demos_only: bool = False  # every episode a demo (behaviour-cloning probes), not the Table IV mix
+    shards_per_task: int = 1  # split each task's episodes into this many independently seeded jobs
+    # DART demos: [rad] stationary std of the AR(0.9) arm-target disturbance (EnvConfig.disturbance)
+    # and the fraction of each task group's demos run under it. Measured by behaviour cloning on 200
+    # demos (lwd_sim README, session 8): gongfu_tea 0.23 clean, 0.59 all disturbed, 0.71 half;
+    # restocking 0.88 clean but 0.50 with any disturbed demos (the picks get less precise).
+    demo_disturbance: float = 0.01
+    disturbed_demo_fraction: dict[str, float] = field(
+        default_factory=lambda: {TaskGroup.GROCERY.value: 0.0, TaskGroup.LONG_HORIZON.value: 0.5}
+    )
+
+
+COUNT_KEYS = ("demo", "demo_disturbed", "rollout_success", "rollout_failure", "play", "demo_discarded")
 
 
 @dataclass
@@ -92,6 +110,11 @@ def composition(task: str, n: int) -> tuple[int, int, int, float]:
         n_roll, n_play = max(1, n_roll), max(1, n_play)
     n_demo = max(0, n - n_roll - n_play)
     return n_demo, n_roll, n_play, rf / (rs + rf)
+
+
+def _spread_evenly(i: int, fraction: float) -> bool:
+    """Whether item i is among a `fraction` of items picked evenly through the sequence."""
+    return math.floor((i + 1) * fraction) > math.floor(i * fraction)
 
 
 def record_episode(
@@ -171,37 +194,52 @@ def record_episode(
     return writer.close(end), info
 
 
-def generate(cfg: GenConfig) -> GenStats:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    stats = GenStats()
-    t0 = time.perf_counter()
-    for task in cfg.tasks:
-        env = LwdSimEnv(task, 0, EnvConfig(render=False, image_size=cfg.image_size))
-        n_demo, n_roll, n_play, fail_rate = composition(task, cfg.episodes_per_task)
-        counts = {"demo": 0, "rollout_success": 0, "rollout_failure": 0, "play": 0, "demo_discarded": 0}
-        seed = int(rng.integers(1 << 30))
-        for _ in range(n_demo):
+def _shard_size(n: int, shards: int, shard: int) -> int:
+    """Episodes of shard `shard` when n are split as evenly as possible over `shards`."""
+    return n // shards + int(shard < n % shards)
+
+
+def _generate_shard(cfg: GenConfig, task: str, shard: int) -> tuple[str, dict[str, int], int]:
+    """Write one task's share of episodes (its own seed stream) and return (task, counts, steps)."""
+    rng = np.random.default_rng([cfg.seed, TASK_NAMES.index(task), shard])
+    robot_id = cfg.robot_id if cfg.shards_per_task == 1 else f"{cfg.robot_id}-{shard}"
+    n = _shard_size(cfg.episodes_per_task, cfg.shards_per_task, shard)
+    if cfg.demos_only:
+        n_demo, n_roll, n_play, fail_rate = n, 0, 0, 0.0
+    else:
+        n_demo, n_roll, n_play, fail_rate = composition(task, n)
+    env = LwdSimEnv(task, 0, EnvConfig(render=False, image_size=cfg.image_size))
+    disturbed_env = LwdSimEnv(
+        task, 0, EnvConfig(render=False, image_size=cfg.image_size, disturbance=cfg.demo_disturbance)
+    )
+    fraction = cfg.disturbed_demo_fraction.get(task_info(task).group.value, 0.0)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    steps = 0
+    seed = int(rng.integers(1 << 30))
+    try:
+        for i in range(n_demo):
+            demo_env = disturbed_env if _spread_evenly(i, fraction) else env
             for _attempt in range(cfg.max_demo_attempts):
                 seed += 1
-                expert = ScriptedExpert(env, ExpertConfig(seed=seed))
+                expert = ScriptedExpert(demo_env, ExpertConfig(seed=seed))
                 path, info = record_episode(
-                    env,
+                    demo_env,
                     expert,
                     seed,
                     cfg.out,
                     EpisodeSource.DEMO,
-                    cfg.robot_id,
+                    robot_id,
                     cfg.images,
                     keep=lambda i: i["success"],
                 )
-                stats.steps += info["length"]
+                steps += info["length"]
                 if path is not None:
                     counts["demo"] += 1
+                    counts["demo_disturbed"] += int(demo_env is disturbed_env)
                     break
                 counts["demo_discarded"] += 1
-        for kind, n in (("rollout", n_roll), ("play", n_play)):
-            for _ in range(n):
+        for kind, k in (("rollout", n_roll), ("play", n_play)):
+            for _ in range(k):
                 seed += 1
                 applicable = [m for m in MISTAKES if env.task.mistake_subtasks(m)]
                 if kind == "play" or rng.random() < fail_rate:
@@ -211,13 +249,37 @@ def generate(cfg: GenConfig) -> GenStats:
                 noise = cfg.play_noise if kind == "play" else cfg.rollout_noise
                 expert = ScriptedExpert(env, ExpertConfig(action_noise=noise, mistake=mistake, seed=seed))
                 source = EpisodeSource.PLAY if kind == "play" else EpisodeSource.ROLLOUT
-                _, info = record_episode(env, expert, seed, cfg.out, source, cfg.robot_id, cfg.images)
-                stats.steps += info["length"]
+                _, info = record_episode(env, expert, seed, cfg.out, source, robot_id, cfg.images)
+                steps += info["length"]
                 key = "play" if kind == "play" else ("rollout_success" if info["success"] else "rollout_failure")
                 counts[key] += 1
-        stats.episodes += counts["demo"] + counts["rollout_success"] + counts["rollout_failure"] + counts["play"]
-        stats.per_task[task] = counts
+    finally:
         env.close()
+        disturbed_env.close()
+    return task, counts, steps
+
+
+def generate(cfg: GenConfig, workers: int = 1) -> GenStats:
+    """Write the buffer: one job per (task, shard), in `workers` processes (spawned, so a caller that
+    already runs JAX threads is safe). Each job has its own seed stream, so the episodes do not
+    depend on `workers`."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.shards_per_task < 1:
+        raise ValueError(f"shards_per_task must be >= 1, got {cfg.shards_per_task}")
+    t0 = time.perf_counter()
+    jobs = [(cfg, task, shard) for task in cfg.tasks for shard in range(cfg.shards_per_task)]
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            results = pool.starmap(_generate_shard, jobs)
+    else:
+        results = [_generate_shard(*job) for job in jobs]
+    stats = GenStats()
+    for task, counts, steps in results:
+        merged = stats.per_task.setdefault(task, dict.fromkeys(COUNT_KEYS, 0))
+        for key, value in counts.items():
+            merged[key] += value
+        stats.steps += steps
+        stats.episodes += sum(counts[k] for k in ("demo", "rollout_success", "rollout_failure", "play"))
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -230,7 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", action="store_true", help="also record the three camera streams")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (one job per task)")
     p.add_argument("--robot-id", default="sim-generator")
+    p.add_argument(
+        "--demo-disturbance", type=float, default=GenConfig.demo_disturbance, help="DART disturbance std [rad] of demos"
+    )
     a = p.parse_args(argv)
     cfg = GenConfig(
         out=a.out,
@@ -240,8 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         image_size=a.image_size,
         seed=a.seed,
         robot_id=a.robot_id,
+        demo_disturbance=a.demo_disturbance,
     )
-    print(json.dumps(generate(cfg).as_dict(), indent=2))
+    print(json.dumps(generate(cfg, workers=a.workers).as_dict(), indent=2))
 
 
 if __name__ == "__main__":

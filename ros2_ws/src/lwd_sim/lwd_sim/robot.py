@@ -24,7 +24,10 @@ BASE_Z = 0.82  # arm base (joint1) height
 BASE_X = 0.15
 GRIPPER_OPEN = 0.04  # finger opening [m] of a fully open gripper
 GRIPPER_CLOSED = 0.0
-GRIPPER_SWITCH = 0.5 * (GRIPPER_OPEN + GRIPPER_CLOSED)  # commands at or above open fully, below close
+# The gripper driver is a Schmitt trigger on the commanded opening: an open gripper closes on a
+# command below a quarter stroke, a closed one opens on a command above three quarters.
+GRIPPER_CLOSE_BELOW = GRIPPER_CLOSED + 0.25 * (GRIPPER_OPEN - GRIPPER_CLOSED)
+GRIPPER_OPEN_ABOVE = GRIPPER_CLOSED + 0.75 * (GRIPPER_OPEN - GRIPPER_CLOSED)
 
 # Joint limits [rad] (the 7 arm joints are the same for both arms); gripper in metres.
 ARM_LIMITS = np.array(

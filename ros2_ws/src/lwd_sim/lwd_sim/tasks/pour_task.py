@@ -43,7 +43,11 @@ class EventTask(Task):
     def post_step(self, env) -> None:
         for ev in self.pours.events(env):
             self._event(env, ev)
-        self.flags[: min(len(self.flags), self.num_subtasks)] = [float(not p) for p in self.pending[: len(self.flags)]]
+        # Per subtask, the fraction of its events done: "two of the three cups are filled" is what the
+        # scene shows (and the next cup to fill depends on it), so a state policy must see it too.
+        progress = [1.0 - len(p) / len(e) if e else 1.0 for p, e in zip(self.pending, self.expected, strict=True)]
+        n = min(len(self.flags), self.num_subtasks)
+        self.flags[:n] = progress[:n]
 
     def first_pending_target(self, k: int, source: str):
         """Callable for PourSkill: the next target `source` must pour into for subtask k."""

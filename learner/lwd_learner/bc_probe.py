@@ -143,13 +143,8 @@ def run_probe(config: ProbeConfig, say=print) -> dict:
         for execute in config.execute_steps:
             for scale in config.noise_scales:
                 t0 = time.perf_counter()
-                results, _ = fleet.run(
-                    lambda obs, noise, s=scale: policy(obs, noise * s),
-                    normalizer,
-                    specs,
-                    np.random.default_rng(config.seed + 1),
-                    RolloutConfig(execute_steps=execute),
-                )
+                rollout = RolloutConfig(execute_steps=execute, noise_scale=scale)
+                results, _ = fleet.run(policy, normalizer, specs, np.random.default_rng(config.seed + 1), rollout)
                 runs.append(
                     _summarize(results, len(train_seeds), long_horizon, execute, scale, time.perf_counter() - t0)
                 )

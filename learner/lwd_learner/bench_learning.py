@@ -98,6 +98,9 @@ class BenchProfile:
     methods: tuple[str, ...] = ("sft", "lwd", "expectile", "constant_tau", "hg_dagger", "recap")
     data_seed: int = 0
     sft_lr: float = 3e-4  # flow-matching BC learning rate of the reference (LearnerConfig default 3e-4)
+    # Evaluation sampler (EvalConfig): ticks executed per chunk (None = all H) and flow noise scale.
+    eval_execute_steps: int | None = None
+    eval_noise_scale: float = 1.0
 
 
 _TINY = NetworkConfig(
@@ -672,8 +675,13 @@ def offline_data(
         return episodes, {"reused": str(data_dir), "read_s": round(time.perf_counter() - t0, 2)}
     with tempfile.TemporaryDirectory(prefix="lwd-bench-data-") as tmp:
         folder = Path(data_dir) if data_dir is not None else Path(tmp)
-        gen = GenConfig(out=folder, episodes_per_task=episodes_per_task, tasks=tasks, seed=seed)
-        stats = generate(gen, workers=os.cpu_count() or 1)
+        workers = os.cpu_count() or 1
+        # Each task split over every worker: one long-horizon task alone would otherwise keep one core
+        # busy for most of the generation (2 tasks on 2 cores: 13 min for gongfu_tea's 400 episodes).
+        gen = GenConfig(
+            out=folder, episodes_per_task=episodes_per_task, tasks=tasks, seed=seed, shards_per_task=workers
+        )
+        stats = generate(gen, workers=workers)
         t0 = time.perf_counter()
         episodes = read(folder)
         info = {"generated": stats.as_dict(), "read_s": round(time.perf_counter() - t0, 2)}
@@ -690,11 +698,21 @@ def run(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     episodes_per_task: int | None = None,
+    eval_execute_steps: int | None = None,
+    eval_noise_scale: float | None = None,
 ) -> dict[str, Any]:
-    """Run a benchmark profile and write ``results.json``, ``results.md`` and PNGs; returns the JSON dict."""
+    """Run a benchmark profile and write ``results.json``, ``results.md`` and PNGs; returns the JSON dict.
+
+    ``eval_execute_steps`` / ``eval_noise_scale`` override the profile's evaluation sampler."""
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if seeds is not None:
         prof = dataclasses.replace(prof, seeds=seeds)
+    if eval_execute_steps is not None:
+        prof = dataclasses.replace(prof, eval_execute_steps=eval_execute_steps)
+    if eval_noise_scale is not None:
+        if eval_noise_scale < 0:
+            raise ValueError(f"eval_noise_scale must be >= 0, got {eval_noise_scale}")
+        prof = dataclasses.replace(prof, eval_noise_scale=eval_noise_scale)
     if episodes_per_task is not None:
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
@@ -729,7 +747,11 @@ def run(
     say(f"  data: {offline.summary()} in {time.perf_counter() - t_start:.1f}s")
     online_cfg = dataclasses.replace(prof.online, episodes_per_round=prof.online_episodes_per_task * len(task_list))
     fleet = SimFleet(task_list, prof.envs_per_task, prof.max_steps)
-    eval_cfg = EvalConfig(episodes_per_task=prof.eval_episodes_per_task)
+    eval_cfg = EvalConfig(
+        episodes_per_task=prof.eval_episodes_per_task,
+        execute_steps=prof.eval_execute_steps,
+        noise_scale=prof.eval_noise_scale,
+    )
 
     def evaluate_policy(policy: PolicyFn, keep_episodes: bool = False) -> EvalResult:
         return evaluate(fleet, policy, normalizer, dataclasses.replace(eval_cfg, keep_episodes=keep_episodes), horizon)
@@ -947,6 +969,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- date: {report['timestamp']}; runtime {report['runtime_s']:.0f} s; {report['machine']['cpu_count']} CPUs",
         f"- tasks: {', '.join(report['tasks'])}; seeds: {report['seeds']}; values are mean ± standard error over seeds",
         f"- offline buffer: {report['data'].get('offline_buffer')}",
+        f"- evaluation sampler: {_sampler_text(report['config'])}",
     ]
     if report["profile"] == "quick":
         lines.append(
@@ -1057,6 +1080,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--episodes-per-task", type=int, default=None, help="offline episodes per task (default: the profile's)"
     )
+    parser.add_argument(
+        "--eval-execute-steps", type=int, default=None, help="evaluation: chunk ticks executed before replanning"
+    )
+    parser.add_argument("--eval-noise-scale", type=float, default=None, help="evaluation: flow noise scale (0-1)")
+
+
+def _sampler_text(config: dict[str, Any]) -> str:
+    execute = config.get("eval_execute_steps")
+    noise = config.get("eval_noise_scale", 1.0)
+    replan = f"replan every {execute} ticks" if execute else "each chunk executed whole"
+    return f"{replan}, flow noise scale {noise:g}" + (" (deterministic)" if noise == 0 else "")
 
 
 def _run_args(args: argparse.Namespace, command: str | None = None) -> int:
@@ -1071,6 +1105,8 @@ def _run_args(args: argparse.Namespace, command: str | None = None) -> int:
         args.data_dir,
         command=command,
         episodes_per_task=args.episodes_per_task,
+        eval_execute_steps=args.eval_execute_steps,
+        eval_noise_scale=args.eval_noise_scale,
     )
     return 0
 

@@ -35,6 +35,10 @@ class EvalConfig:
     seed: int = EVAL_SEED_BASE
     tasks: tuple[str, ...] | None = None
     keep_episodes: bool = False  # return the EpisodeArrays (for value plots)
+    # The sampler every evaluated policy runs with: chunk ticks executed before replanning (None = the
+    # whole chunk, as the robots' executor roughly does) and the flow's noise scale (1 = N(0, I)).
+    execute_steps: int | None = None
+    noise_scale: float = 1.0
 
 
 @dataclass
@@ -127,7 +131,8 @@ def evaluate(
     tasks = config.tasks or fleet.tasks
     specs = eval_specs(tasks, config)
     rng = np.random.default_rng(config.seed)
-    results, stats = fleet.run(policy, normalizer, specs, rng, RolloutConfig(takeover=None), horizon=horizon)
+    rollout = RolloutConfig(takeover=None, execute_steps=config.execute_steps, noise_scale=config.noise_scale)
+    results, stats = fleet.run(policy, normalizer, specs, rng, rollout, horizon=horizon)
     return EvalResult(
         per_task=summarize(results, tasks),
         episodes=[r.episode for r in results] if config.keep_episodes else [],

@@ -77,6 +77,7 @@ class RolloutConfig:
     """How episodes are executed: chunk execution length, time limit, takeovers, provenance."""
 
     execute_steps: int | None = None  # ticks executed per chunk before replanning (None = H)
+    noise_scale: float = 1.0  # the flow starts from noise_scale * N(0, I); 0 = deterministic sampling
     takeover: TakeoverConfig | None = None
     source: EpisodeSource = EpisodeSource.ONLINE
 
@@ -225,6 +226,7 @@ class SimFleet:
                 states = np.stack([s.obs[state_key] for s in need])
                 obs[: len(need)] = normalizer.obs(states, [s.spec.task for s in need])
                 noise = rng.standard_normal((self.size, horizon, normalizer.action_dim)).astype(np.float32)
+                noise *= np.float32(config.noise_scale)  # drawn even at scale 0: the rng stream stays aligned
                 p0 = time.perf_counter()
                 chunks = np.asarray(policy(obs, noise))
                 stats.policy_seconds += time.perf_counter() - p0

@@ -87,6 +87,39 @@ def test_noise_comes_from_the_given_rng(fleet) -> None:
     assert not np.array_equal(a[0].episode.actions, c[0].episode.actions)
 
 
+def test_noise_scale_scales_the_flow_start(fleet) -> None:
+    seen: list[np.ndarray] = []
+
+    def record(obs, noise):
+        seen.append(noise.copy())
+        return np.zeros_like(noise)
+
+    spec = [EpisodeSpec("restocking", 2)]
+    fleet.run(record, fleet.norm, spec, np.random.default_rng(5), RolloutConfig(noise_scale=0.0))
+    assert seen and all(not n.any() for n in seen)
+    seen.clear()
+    fleet.run(record, fleet.norm, spec, np.random.default_rng(5), RolloutConfig(noise_scale=0.5))
+    half = np.concatenate([n.ravel() for n in seen])
+    seen.clear()
+    fleet.run(record, fleet.norm, spec, np.random.default_rng(5), RolloutConfig())
+    np.testing.assert_allclose(half, 0.5 * np.concatenate([n.ravel() for n in seen]), rtol=1e-6)
+
+
+def test_evaluation_sampler_settings_reach_the_rollout(fleet) -> None:
+    calls = []
+
+    def count(obs, noise):
+        calls.append(float(np.abs(noise).max()))
+        return np.zeros_like(noise)
+
+    evaluate(fleet, count, fleet.norm, EvalConfig(episodes_per_task=1, execute_steps=10, noise_scale=0.0))
+    replanned = len(calls)
+    assert max(calls) == 0.0
+    calls.clear()
+    evaluate(fleet, count, fleet.norm, EvalConfig(episodes_per_task=1))
+    assert max(calls) > 0 and replanned >= 2 * len(calls)  # 240 ticks: a query every 10 vs every 30 ticks
+
+
 def test_bad_policy_and_specs_fail_clearly(fleet) -> None:
     with pytest.raises(ValueError, match="policy returned shape"):
         fleet.run(lambda o, n: n[:, :5], fleet.norm, [EpisodeSpec("restocking", 0)], np.random.default_rng(0))

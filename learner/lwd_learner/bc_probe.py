@@ -84,16 +84,13 @@ def generate_demos(config: ProbeConfig, folder: Path) -> dict:
 
 
 def network_config(width: int, obs_dim: int, action_dim: int) -> NetworkConfig:
-    """The bench's small state-based network at `width` (policy `width` x3, observation `width`)."""
-    return NetworkConfig(
+    """The learning bench's `cpu` network with its policy and observation layers `width` wide."""
+    from lwd_learner.bench_learning import PROFILES
+
+    return dataclasses.replace(
+        PROFILES["cpu"].network,
         policy_hidden=(width, width, width),
-        critic_hidden=(256, 256),
-        value_hidden=(256,),
         obs_hidden=(width,),
-        obs_embed_dim=128,
-        time_dim=32,
-        pool_dim=32,
-        pool_heads=2,
         obs_dim=obs_dim,
         action_dim=action_dim,
         horizon=CHUNK_HORIZON,

@@ -208,17 +208,19 @@ def _generate_shard(cfg: GenConfig, task: str, shard: int) -> tuple[str, dict[st
         n_demo, n_roll, n_play, fail_rate = n, 0, 0, 0.0
     else:
         n_demo, n_roll, n_play, fail_rate = composition(task, n)
-    env = LwdSimEnv(task, 0, EnvConfig(render=False, image_size=cfg.image_size))
-    disturbed_env = LwdSimEnv(
-        task, 0, EnvConfig(render=False, image_size=cfg.image_size, disturbance=cfg.demo_disturbance)
-    )
     fraction = cfg.disturbed_demo_fraction.get(task_info(task).group.value, 0.0)
+    env = LwdSimEnv(task, 0, EnvConfig(render=False, image_size=cfg.image_size))
+    disturbed_env = None  # built only when this task has disturbed demos
+    if fraction > 0 and n_demo > 0:
+        disturbed = EnvConfig(render=False, image_size=cfg.image_size, disturbance=cfg.demo_disturbance)
+        disturbed_env = LwdSimEnv(task, 0, disturbed)
     counts = dict.fromkeys(COUNT_KEYS, 0)
     steps = 0
     seed = int(rng.integers(1 << 30))
     try:
         for i in range(n_demo):
-            demo_env = disturbed_env if _spread_evenly(i, fraction) else env
+            disturbed = disturbed_env is not None and _spread_evenly(i, fraction)
+            demo_env = disturbed_env if disturbed else env
             for _attempt in range(cfg.max_demo_attempts):
                 seed += 1
                 expert = ScriptedExpert(demo_env, ExpertConfig(seed=seed))
@@ -235,7 +237,7 @@ def _generate_shard(cfg: GenConfig, task: str, shard: int) -> tuple[str, dict[st
                 steps += info["length"]
                 if path is not None:
                     counts["demo"] += 1
-                    counts["demo_disturbed"] += int(demo_env is disturbed_env)
+                    counts["demo_disturbed"] += int(disturbed)
                     break
                 counts["demo_discarded"] += 1
         for kind, k in (("rollout", n_roll), ("play", n_play)):
@@ -255,7 +257,8 @@ def _generate_shard(cfg: GenConfig, task: str, shard: int) -> tuple[str, dict[st
                 counts[key] += 1
     finally:
         env.close()
-        disturbed_env.close()
+        if disturbed_env is not None:
+            disturbed_env.close()
     return task, counts, steps
 
 
@@ -292,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", action="store_true", help="also record the three camera streams")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes (one job per task)")
+    p.add_argument("--workers", type=int, default=1, help="processes (one job per task: the tasks run in parallel)")
     p.add_argument("--robot-id", default="sim-generator")
     p.add_argument(
         "--demo-disturbance", type=float, default=GenConfig.demo_disturbance, help="DART disturbance std [rad] of demos"

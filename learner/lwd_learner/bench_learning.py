@@ -24,9 +24,10 @@ Pipeline per profile (all in this process, on the sim suite of ``lwd_sim``):
 
 Profiles: ``quick`` is a CI smoke test (tiny networks, two tasks, a few dozen updates: the
 numbers say nothing about the method); ``cpu`` uses small MLPs on the sim's privileged state, 400
-offline episodes per task (the demo count BC needed to generalise on restocking) and ~600 updates
-per RL stage. On all 8 tasks it takes well over two hours on 2 cores (generating the long-horizon
-episodes alone is about an hour); ``--tasks`` narrows it and ``--data-dir`` keeps the episodes.
+offline episodes per task (the demo count BC needed to generalise on restocking), 2000 offline and
+1500 online updates, 6 online rounds of one episode per task, and evaluates (and runs the online
+fleet) replanning every 10 ticks from zero flow noise. ``--tasks`` narrows it and ``--data-dir``
+keeps the episodes. Results are rewritten after every method, so a run cut off keeps what it did.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class BenchProfile:
     methods: tuple[str, ...] = ("sft", "lwd", "expectile", "constant_tau", "hg_dagger", "recap")
     data_seed: int = 0
     sft_lr: float = 3e-4  # flow-matching BC learning rate of the reference (LearnerConfig default 3e-4)
-    # Evaluation sampler (EvalConfig): ticks executed per chunk (None = all H) and flow noise scale.
+    # The sampler the policies are evaluated with *and* the online fleet runs (EvalConfig /
+    # OnlineConfig): ticks executed per chunk (None = all H) and flow noise scale.
     eval_execute_steps: int | None = None
     eval_noise_scale: float = 1.0
 
@@ -161,10 +163,13 @@ PROFILES: dict[str, BenchProfile] = {
         flow_steps=10,
         qam_loss_steps=3,
         sft=SFTConfig(num_updates=6000, batch_size=128, log_every=100),
-        offline=OfflineConfig(num_updates=600, batch_size=128, log_every=100),
+        # 600 offline updates left every LWD variant within 0.01 of SFT (session 8); 2000 at ~33/s
+        # is a minute per run. Online: 6 rounds x 1 episode per task; episodes, not updates, are the
+        # cost there (~4 s each against 250 updates in ~2 s).
+        offline=OfflineConfig(num_updates=2000, batch_size=128, log_every=100),
         online=OnlineConfig(
             num_rounds=6,
-            updates_per_round=100,
+            updates_per_round=250,
             batch_size=128,
             publish_every=50,
             eval_every_rounds=3,
@@ -174,6 +179,10 @@ PROFILES: dict[str, BenchProfile] = {
         online_episodes_per_task=1,
         eval_episodes_per_task=8,
         sft_lr=1e-3,
+        # Replanning every 10 ticks from zero flow noise: whole chunks from N(0, I) put every policy,
+        # SFT included, near 0 (session 8: gongfu_tea BC 0.80 -> 0.21), where nothing can be compared.
+        eval_execute_steps=10,
+        eval_noise_scale=0.0,
     ),
 }
 
@@ -745,7 +754,12 @@ def run(
     data_info["offline_buffer"] = offline.summary()
     data_info["demo_buffer"] = demos.summary()
     say(f"  data: {offline.summary()} in {time.perf_counter() - t_start:.1f}s")
-    online_cfg = dataclasses.replace(prof.online, episodes_per_round=prof.online_episodes_per_task * len(task_list))
+    online_cfg = dataclasses.replace(
+        prof.online,
+        episodes_per_round=prof.online_episodes_per_task * len(task_list),
+        execute_steps=prof.eval_execute_steps,
+        noise_scale=prof.eval_noise_scale,
+    )
     fleet = SimFleet(task_list, prof.envs_per_task, prof.max_steps)
     eval_cfg = EvalConfig(
         episodes_per_task=prof.eval_episodes_per_task,
@@ -815,6 +829,11 @@ def run(
                 break
         method_seconds[name] = time.perf_counter() - t_method
         say(f"  {name}: {method_seconds[name]:.0f}s")
+        if m_index < len(prof.methods) - 1 and name in results:  # a long run cut off keeps what it finished
+            partial = _assemble(prof, task_list, results, data_info, method_seconds, skipped, command)
+            partial["runtime_s"] = round(time.perf_counter() - t_start, 1)
+            partial["incomplete"] = f"methods still to run: {list(prof.methods[m_index + 1 :])}"
+            _write(out, partial, results)
     fleet.close()
 
     report = _assemble(prof, task_list, results, data_info, method_seconds, skipped, command)
@@ -969,8 +988,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- date: {report['timestamp']}; runtime {report['runtime_s']:.0f} s; {report['machine']['cpu_count']} CPUs",
         f"- tasks: {', '.join(report['tasks'])}; seeds: {report['seeds']}; values are mean ± standard error over seeds",
         f"- offline buffer: {report['data'].get('offline_buffer')}",
-        f"- evaluation sampler: {_sampler_text(report['config'])}",
+        f"- evaluation sampler (the online fleet's too): {_sampler_text(report['config'])}",
     ]
+    if report.get("incomplete"):
+        lines.append(f"- **incomplete run** (written after each method): {report['incomplete']}")
     if report["profile"] == "quick":
         lines.append(
             "- **quick is a CI smoke test** (tiny networks, a few dozen updates): its numbers do not "

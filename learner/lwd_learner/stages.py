@@ -102,7 +102,8 @@ class OnlineConfig:
     publish_every: int = 50  # Sec. V-A: broadcast every 50 training steps
     n_step: int = 1  # online TD is 1-step for all tasks (Sec. IV-C)
     takeover: TakeoverConfig | None = field(default_factory=TakeoverConfig)
-    execute_steps: int | None = None
+    execute_steps: int | None = None  # the fleet's sampler: chunk ticks executed before replanning (None = H)
+    noise_scale: float = 1.0  # and the flow's initial noise scale (rollout.RolloutConfig)
     seed_base: int = 500_000  # env seeds of online episodes: seed_base + running episode count
     first_version: int = 1  # version published when the stage starts (the offline policy)
     eval_every_rounds: int = 0  # >0: call evaluate_fn after every k-th round (improvement curve)
@@ -309,7 +310,9 @@ def run_online(
     k_rng, k_noise, k_steps = jax.random.split(key, 3)
     rng, noise_rng = numpy_rng(k_rng), numpy_rng(k_noise)
     step_keys = jax.random.split(k_steps, max(1, config.num_rounds * config.updates_per_round))
-    rollout_cfg = RolloutConfig(takeover=config.takeover, execute_steps=config.execute_steps)
+    rollout_cfg = RolloutConfig(
+        takeover=config.takeover, execute_steps=config.execute_steps, noise_scale=config.noise_scale
+    )
     horizon = learner.config.network.horizon
 
     version = config.first_version

@@ -119,6 +119,35 @@ def test_sampling_is_explicitly_seeded() -> None:
     assert (picked["episode"] == 2).all()
 
 
+def test_task_balanced_sampling_weights_tasks_equally() -> None:
+    """Each row: a uniform task, then a uniform transition of it; the grouping follows later adds."""
+    norm = _norm(("restocking", "gongfu_tea", "freezer"))
+    buf = ReplayBuffer(norm, H, GAMMA)
+    buf.add_episode(_ep(12, task="restocking", seed=1))
+    buf.add_episode(_ep(300, task="gongfu_tea", seed=2))
+    buf.add_episode(_ep(200, task="gongfu_tea", seed=3))
+    task_of_row = buf.column("task_id")
+    n = 40_000
+    counts = np.bincount(buf.sample(np.random.default_rng(0), n)["task_id"], minlength=3)
+    np.testing.assert_allclose(counts[:2] / n, [0.5, 0.5], atol=0.01)  # the short task is not starved
+    # Within a task every transition is equally likely: expected hits per row = n / (tasks * rows of task).
+    rows = buf.sample(np.random.default_rng(1), n)
+    hits = np.bincount(rows["episode"] * 1000 + rows["step"], minlength=3000)
+    short = np.flatnonzero(task_of_row == 0)
+    expected_short = n / 2 / short.size
+    short_hits = hits[buf.column("episode")[short] * 1000 + buf.column("step")[short]]
+    assert np.all(np.abs(short_hits - expected_short) < 5 * np.sqrt(expected_short))
+    # A third task joins: the next batches give it a third.
+    buf.add_episode(_ep(20, task="freezer", seed=4))
+    counts = np.bincount(buf.sample(np.random.default_rng(2), n)["task_id"], minlength=3)
+    np.testing.assert_allclose(counts / n, [1 / 3] * 3, atol=0.01)
+    # Uniform over transitions when asked: the 12-step task gets its share of rows, not half.
+    flat = ReplayBuffer(norm, H, GAMMA, task_balanced=False)
+    flat.add_episodes(buf.episodes)
+    counts = np.bincount(flat.sample(np.random.default_rng(3), n)["task_id"], minlength=3)
+    np.testing.assert_allclose(counts / n, np.bincount(flat.column("task_id"), minlength=3) / len(flat), atol=0.01)
+
+
 def test_mixed_sampler_ratio() -> None:
     norm = _norm()
     offline, online = ReplayBuffer(norm, H, GAMMA), ReplayBuffer(norm, H, GAMMA)

@@ -91,15 +91,23 @@ def test_register_subcommand() -> None:
 
 
 def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
-    """Data generation -> MCAP -> replay -> SFT per seed -> a plugged-in method -> result files."""
+    """Data generation -> MCAP -> replay -> SFT per seed -> a plugged-in method -> result files.
+
+    A method that crashes last leaves the results of the methods before it on disk, marked incomplete."""
     seen = []
 
     def constant_method(ctx: bench.MethodContext) -> bench.MethodResult:
         seen.append((ctx.seed, ctx.sft_log.updates, len(ctx.offline), ctx.normalizer.obs_dim))
+        # The online fleet runs the sampler the policies are evaluated with.
+        assert (ctx.online.execute_steps, ctx.online.noise_scale) == (5, 0.5)
         value = 0.25 if ctx.seed == 0 else 0.75
         return bench.MethodResult(rows={"LWD (Online)": _eval({"restocking": value})})
 
+    def crashing_method(ctx: bench.MethodContext) -> bench.MethodResult:
+        raise RuntimeError("out of time")
+
     monkeypatch.setitem(bench.METHODS, "constant_test", constant_method)
+    monkeypatch.setitem(bench.METHODS, "crash_test", crashing_method)
     profile = dataclasses.replace(
         bench.PROFILES["quick"],
         name="micro",
@@ -113,15 +121,20 @@ def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
         online=OnlineConfig(num_rounds=1, updates_per_round=1, batch_size=4),
         eval_episodes_per_task=1,
         max_steps=30,
-        methods=("sft", "constant_test"),
+        methods=("sft", "constant_test", "crash_test"),
+        eval_execute_steps=5,
+        eval_noise_scale=0.5,
     )
-    report = bench.run(profile, out_dir=tmp_path, command="pytest micro run", log=lambda _: None)
+    with pytest.raises(RuntimeError, match="out of time"):
+        bench.run(profile, out_dir=tmp_path, command="pytest micro run", log=lambda _: None)
     assert [s[0] for s in seen] == [0, 1] and all(s[1] == 2 and s[2] > 0 for s in seen)
-    assert report["command"] == "pytest micro run" and len(report["git"]["commit"]) in (40, 7)
     saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["command"] == "pytest micro run" and len(saved["git"]["commit"]) in (40, 7)
+    assert saved["incomplete"] == "methods still to run: ['crash_test']"
     assert saved["tables"]["table1"]["LWD (Online)"]["restocking"]["mean"] == pytest.approx(0.5)
     assert saved["tables"]["table1"]["LWD (Online)"]["restocking"]["se"] == pytest.approx(0.25)
     assert saved["tables"]["table1"]["SFT"]["restocking"]["n"] == 2
     markdown = (tmp_path / "results.md").read_text()
     assert "pytest micro run" in markdown and "| LWD (Online) | 0.50 ± 0.25 |" in markdown
+    assert "incomplete run" in markdown and "replan every 5 ticks, flow noise scale 0.5" in markdown
     assert np.isfinite(saved["speed"]["sft/sft"]["updates_per_s"][0])

@@ -69,10 +69,11 @@ def wrap_angle(angle: float, period: float = 2 * np.pi) -> float:
 
 
 def default_arm(env, name: str) -> int:
+    """The arm holding `name`, else the one on its side of the task's ``arm_split_y``."""
     holder = env.holder_of(name)
     if holder >= 0:
         return holder
-    return 0 if env.grasp_point(name, 0)[1] > 0 else 1
+    return 0 if env.grasp_point(name, 0)[1] > env.task.arm_split_y else 1
 
 
 def pick(env, arm: int, name: str, clear_z: float = CLEAR_Z) -> ArmCommand:

@@ -53,6 +53,10 @@ class Task:
     mistakes: tuple[str, ...] = ("drop",)
     # Static bodies that randomize() moves; their xy goes into the sim state (env.STATE_LAYOUT).
     fixtures: tuple[str, ...] = ()
+    # Objects with grasp point y > arm_split_y go to the left arm (0), the rest to the right (1)
+    # (skills.default_arm). Tasks with a slot at y = 0 move the split between slots: a split inside
+    # a slot's jitter flips the expert's arm from scene to scene, and BC averages the two into neither.
+    arm_split_y: float = 0.0
 
     def __init__(self) -> None:
         self.index = 0

@@ -43,6 +43,7 @@ def _glass_xml() -> str:
 
 class Cocktail(EventTask):
     name = "cocktail"
+    arm_split_y = 0.085  # between the bottle slots at y = 0 and y = 0.17 (Task.arm_split_y)
     num_subtasks = 6
     max_steps = 2400
     fixtures = ("glass",)

@@ -57,6 +57,7 @@ def _cabinet_xml() -> str:
 
 class Freezer(Task):
     name = "freezer"
+    arm_split_y = 0.065  # between the front slots at y = 0 and y = 0.13 (Task.arm_split_y)
     num_subtasks = 3
     max_steps = 750
     fixtures = ("freezer",)

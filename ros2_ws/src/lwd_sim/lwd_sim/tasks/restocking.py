@@ -23,6 +23,7 @@ FRONT_SLOTS = [(x, y) for x in (0.46, 0.60) for y in (-0.30, -0.15, 0.0, 0.15, 0
 
 class Restocking(Task):
     name = "restocking"
+    arm_split_y = 0.075  # between the y = 0 and y = 0.15 slots (Task.arm_split_y)
     num_subtasks = 2
     max_steps = 450
     wrong_object_subtasks = (0,)

@@ -235,7 +235,8 @@ class Shoebox(Task):
             lid_off,
             OrientedPlaceSkill(self._first_shoe(pair), yaw_tol=0.05),
             OrientedPlaceSkill(self._second_shoe(pair), yaw_tol=0.05),
-            OrientedPlaceSkill(self._paper, symmetry=np.pi),
+            # The paper lies at y ~ 0, where default_arm's side rule would flip with the jitter.
+            OrientedPlaceSkill(self._paper, arm=self.lid_arm, symmetry=np.pi),
             OrientedPlaceSkill(self._lid, arm=self.lid_arm, symmetry=np.pi, yaw_tol=0.04),
             BimanualPlaceSkill(
                 "box", np.array([*MAT, TABLE_TOP_Z + 0.006 + 0.006]), clear_z=TABLE_TOP_Z + 0.05, yaw=0.0, tol=0.015

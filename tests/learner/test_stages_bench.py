@@ -126,8 +126,8 @@ def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
         eval_noise_scale=0.5,
     )
     with pytest.raises(RuntimeError, match="out of time"):
-        bench.run(profile, out_dir=tmp_path, command="pytest micro run", log=lambda _: None)
-    assert [s[0] for s in seen] == [0, 1] and all(s[1] == 2 and s[2] > 0 for s in seen)
+        bench.run(profile, out_dir=tmp_path, command="pytest micro run", log=lambda _: None, sft_updates=3)
+    assert [s[0] for s in seen] == [0, 1] and all(s[1] == 3 and s[2] > 0 for s in seen)  # --sft-updates
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["command"] == "pytest micro run" and len(saved["git"]["commit"]) in (40, 7)
     assert saved["incomplete"] == "methods still to run: ['crash_test']"

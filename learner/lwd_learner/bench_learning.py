@@ -53,6 +53,7 @@ import numpy as np
 from lwd_learner import divl
 from lwd_learner.agent import LWDAgent, TrainState
 from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig
+from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer, load_episodes
 from lwd_learner.evaluate import EvalConfig, EvalResult, evaluate
 from lwd_learner.provenance import git_info
@@ -103,6 +104,9 @@ class BenchProfile:
     # OnlineConfig): ticks executed per chunk (None = all H) and flow noise scale.
     eval_execute_steps: int | None = None
     eval_noise_scale: float = 1.0
+    # QAM temperature of every LWD variant (the paper's 2.0). Q here is in [0, 1] and ||grad_a Q|| over
+    # a normalised chunk measured ~0.01, so 2.0 moves the policy ~1e-3 std (session 10 sweep in the README).
+    qam_lam: float = PolicyConfig().lam
 
 
 _TINY = NetworkConfig(
@@ -243,7 +247,9 @@ class MethodContext:
             base,
             network=self.network,
             value=dataclasses.replace(base.value, **value),
-            policy=dataclasses.replace(base.policy, flow_steps=prof.flow_steps, qam_loss_steps=prof.qam_loss_steps),
+            policy=dataclasses.replace(
+                base.policy, flow_steps=prof.flow_steps, qam_loss_steps=prof.qam_loss_steps, lam=prof.qam_lam
+            ),
             optim=dataclasses.replace(base.optim, decay_steps=max(total, 1), sft_lr=prof.sft_lr),
         )
 
@@ -271,6 +277,8 @@ def _lwd_variant(
     result = MethodResult(rows={}, logs={"offline": off_log})
     result.extra["offline_tau_mean"] = off_log.mean("tau_mean")
     result.extra["offline_entropy_mean"] = off_log.mean("entropy_mean")
+    probe = _critic_probe(ctx)
+    result.extra["critic_offline"] = probe(off_agent, state)
     offline_eval = ctx.evaluate(agent_policy(off_agent, state.policy_params))
     result.rows[f"{label} (Offline)" if online else label] = offline_eval
     ctx.log(f"  {label} offline: average {offline_eval.average:.3f} ({off_log.updates_per_s:.1f} updates/s)")
@@ -305,6 +313,7 @@ def _lwd_variant(
     result.rows[f"{label} (Online)"] = final
     result.logs["online"] = on_log
     result.extra["online_tau_mean"] = on_log.mean("tau_mean")
+    result.extra["critic_online"] = probe(on_agent, state)
     result.extra["published_versions"] = len(versions)
     if record_curve:
         point0 = {"round": -1, "updates": 0, "online_episodes": 0, "robot_hours": 0.0}
@@ -314,6 +323,18 @@ def _lwd_variant(
         result.extra["value_traces"] = value_traces(on_agent, state, ctx.normalizer, final.episodes, ctx.episodes)
     ctx.log(f"  {label} online: average {final.average:.3f} ({on_log.updates_per_s:.1f} updates/s)")
     return result
+
+
+def _critic_probe(ctx: MethodContext, rows: int = 1024) -> Callable[[LWDAgent, TrainState], dict[str, float]]:
+    """Critic diagnostics on one fixed offline batch per seed, so offline and online critics see the same rows."""
+    batch = ctx.offline.sample(np.random.default_rng([ctx.seed, 7919]), rows)
+    obs, actions = jax.numpy.asarray(batch["obs"]), jax.numpy.asarray(batch["actions"])
+    key = jax.random.fold_in(jax.random.key(ctx.seed), 7919)
+
+    def probe(agent: LWDAgent, state: TrainState) -> dict[str, float]:
+        return critic_diagnostics(agent_q_fn(agent, state.critic_params), obs, actions, batch["return_to_go"], key)
+
+    return probe
 
 
 def _method_lwd(ctx: MethodContext) -> MethodResult:
@@ -713,11 +734,13 @@ def run(
     eval_execute_steps: int | None = None,
     eval_noise_scale: float | None = None,
     sft_updates: int | None = None,
+    qam_lam: float | None = None,
 ) -> dict[str, Any]:
     """Run a benchmark profile and write ``results.json``, ``results.md`` and PNGs; returns the JSON dict.
 
     ``eval_execute_steps`` / ``eval_noise_scale`` override the profile's evaluation sampler and
-    ``sft_updates`` its SFT length (e.g. ``--methods sft`` to size the reference's budget)."""
+    ``sft_updates`` its SFT length (e.g. ``--methods sft`` to size the reference's budget); ``qam_lam``
+    its QAM temperature."""
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if seeds is not None:
         prof = dataclasses.replace(prof, seeds=seeds)
@@ -731,6 +754,10 @@ def run(
         if sft_updates < 1:
             raise ValueError(f"sft_updates must be >= 1, got {sft_updates}")
         prof = dataclasses.replace(prof, sft=dataclasses.replace(prof.sft, num_updates=sft_updates))
+    if qam_lam is not None:
+        if not qam_lam > 0:
+            raise ValueError(f"qam_lam must be > 0, got {qam_lam}")
+        prof = dataclasses.replace(prof, qam_lam=qam_lam)
     if episodes_per_task is not None:
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
@@ -905,6 +932,12 @@ def _assemble(
                 "online_success_rate": mean_se([rd.successes / max(rd.episodes, 1) for rd in rounds]),
                 "publishes_per_round": mean_se([len(rd.published) for rd in rounds]),
             }
+    critic: dict[str, Any] = {}
+    for name, res_list in results.items():
+        for stage in ("offline", "online"):
+            probes = [r.extra[f"critic_{stage}"] for r in res_list if f"critic_{stage}" in r.extra]
+            if probes:
+                critic[f"{name}/{stage}"] = {k: mean_se([p[k] for p in probes]) for k in probes[0]}
     lwd = results.get("lwd", [])
     curves = [r.extra["curve"] for r in lwd if "curve" in r.extra]
     traces = next((r.extra["value_traces"] for r in lwd if "value_traces" in r.extra), {})
@@ -943,6 +976,7 @@ def _assemble(
         "cycle_times": cycle,
         "long_horizon_tasks": long_tasks,
         "online_rounds": online_rounds,
+        "critic": critic,
         "curve": curves,
         "value_traces": traces,
         "method_seconds": {k: round(v, 1) for k, v in method_seconds.items()},
@@ -998,6 +1032,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- tasks: {', '.join(report['tasks'])}; seeds: {report['seeds']}; values are mean ± standard error over seeds",
         f"- offline buffer: {report['data'].get('offline_buffer')}",
         f"- evaluation sampler (the online fleet's too): {_sampler_text(report['config'])}",
+        f"- QAM temperature λ: {report['config'].get('qam_lam', 2.0):g}",
     ]
     if report.get("incomplete"):
         lines.append(f"- **incomplete run** (written after each method): {report['incomplete']}")
@@ -1069,6 +1104,41 @@ def render_markdown(report: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if report.get("critic"):
+        lines += [
+            "",
+            "## Critic: does Q rank actions? (fixed offline batch per seed; `lwd_learner.critic_diagnostics`)",
+            "",
+            "QAM follows grad_a Q. Q(s, a) - Q(s, a') with a' another row's recorded chunk is 0 and its share",
+            "of positive rows 0.5 for a critic that ignores the action; the correlation with the Monte-Carlo",
+            "return-to-go measures how it ranks states.",
+            "",
+            _markdown_table(
+                [
+                    "Method / stage",
+                    "Q - Q(shuffled chunk)",
+                    "share > 0",
+                    "Q - Q(a + 0.3 std)",
+                    "‖∇_a Q‖",
+                    "Q mean",
+                    "return mean",
+                    "corr(Q, return)",
+                ],
+                [
+                    [
+                        k,
+                        _fmt_cell(v["action_gap"], 4),
+                        _fmt_cell(v["gap_fraction"], 2),
+                        _fmt_cell(v["perturbed_gap"], 4),
+                        _fmt_cell(v["grad_norm"], 4),
+                        _fmt_cell(v["q_mean"], 2),
+                        _fmt_cell(v["return_mean"], 2),
+                        _fmt_cell(v["return_corr"], 2),
+                    ]
+                    for k, v in report["critic"].items()
+                ],
+            ),
+        ]
     long_tasks = report["long_horizon_tasks"]
     if long_tasks:
         lines += [
@@ -1115,6 +1185,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eval-noise-scale", type=float, default=None, help="evaluation: flow noise scale (0-1)")
     parser.add_argument("--sft-updates", type=int, default=None, help="SFT updates per seed (default: the profile's)")
+    parser.add_argument("--qam-lam", type=float, default=None, help="QAM temperature lambda (default: the profile's)")
 
 
 def _sampler_text(config: dict[str, Any]) -> str:
@@ -1139,6 +1210,7 @@ def _run_args(args: argparse.Namespace, command: str | None = None) -> int:
         eval_execute_steps=args.eval_execute_steps,
         eval_noise_scale=args.eval_noise_scale,
         sft_updates=args.sft_updates,
+        qam_lam=args.qam_lam,
     )
     return 0
 

@@ -84,6 +84,7 @@ def test_register_subcommand() -> None:
     assert set(bench.PROFILES) >= {"quick", "cpu"}
     args = parser.parse_args(["learning", "--episodes-per-task", "12"])
     assert args.episodes_per_task == 12 and args.profile == "quick"
+    assert parser.parse_args(["learning", "--qam-lam", "0.01"]).qam_lam == 0.01
     with pytest.raises(ValueError, match="unknown method"):
         bench.run("quick", methods=["nope"])
     with pytest.raises(ValueError, match="episodes_per_task must be >= 1"):
@@ -138,3 +139,51 @@ def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
     assert "pytest micro run" in markdown and "| LWD (Online) | 0.50 ± 0.25 |" in markdown
     assert "incomplete run" in markdown and "replan every 5 ticks, flow noise scale 0.5" in markdown
     assert np.isfinite(saved["speed"]["sft/sft"]["updates_per_s"][0])
+
+
+def test_micro_lwd_run_reports_the_critic_and_its_lambda(tmp_path, monkeypatch) -> None:
+    """The real LWD method (offline + online) on a micro profile: ``qam_lam`` reaches the agent's config,
+    and the critic diagnostics of both stages land in results.json and results.md."""
+    lams = []
+
+    def lwd_spy(ctx: bench.MethodContext) -> bench.MethodResult:
+        lams.append((ctx.config("offline").policy.lam, ctx.config("online").policy.lam))
+        return bench._method_lwd(ctx)
+
+    monkeypatch.setitem(bench.METHODS, "lwd_spy", lwd_spy)
+    profile = dataclasses.replace(
+        bench.PROFILES["quick"],
+        name="micro",
+        tasks=("restocking",),
+        episodes_per_task=3,
+        seeds=1,
+        network=dataclasses.replace(bench.PROFILES["quick"].network, policy_hidden=(8,), obs_hidden=(8,)),
+        flow_steps=2,
+        sft=SFTConfig(num_updates=2, batch_size=4, log_every=1),
+        offline=OfflineConfig(num_updates=2, batch_size=4, log_every=1),
+        online=OnlineConfig(num_rounds=1, updates_per_round=2, batch_size=4, publish_every=1, log_every=1),
+        online_episodes_per_task=1,
+        eval_episodes_per_task=1,
+        max_steps=30,
+        methods=("lwd_spy",),
+    )
+    report = bench.run(profile, out_dir=tmp_path, command="pytest lwd micro run", log=lambda _: None, qam_lam=0.5)
+    assert lams == [(0.5, 0.5)] and report["config"]["qam_lam"] == 0.5
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for stage in ("offline", "online"):
+        probe = saved["critic"][f"lwd_spy/{stage}"]
+        assert set(probe) == {
+            "action_gap",
+            "gap_fraction",
+            "perturbed_gap",
+            "grad_norm",
+            "q_mean",
+            "return_mean",
+            "return_corr",
+        }
+        assert probe["grad_norm"][2] == 1 and np.isfinite(probe["grad_norm"][0]) and 0 <= probe["gap_fraction"][0] <= 1
+    markdown = (tmp_path / "results.md").read_text()
+    assert "## Critic: does Q rank actions?" in markdown and "| lwd_spy/online |" in markdown
+    assert "QAM temperature λ: 0.5" in markdown
+    with pytest.raises(ValueError, match="qam_lam must be > 0"):
+        bench.run(profile, out_dir=tmp_path, qam_lam=0.0)

@@ -137,3 +137,17 @@ def test_no_object_starts_on_the_arm_split(task: str) -> None:
             closest[obj.name] = min(closest.get(obj.name, np.inf), margin)
     assert closest, task
     assert min(closest.values()) >= 0.025, sorted(closest.items(), key=lambda kv: kv[1])[:3]
+
+
+def test_freezer_pulls_the_drawer_with_the_arm_that_does_not_carry() -> None:
+    """The drawer arm is the other side of the same split as the carrying arm, so neither flips.
+
+    The old rule (sign of the product's y) picked the carrying arm for front-slot products just
+    left of y = 0 and flipped between scenes for the slot at y = 0."""
+    from lwd_sim.skills import default_arm
+
+    env = make_env("freezer")
+    for seed in range(40):
+        env.reset(seed)
+        pull = env.task.plan(env)[0]
+        assert pull.arm == 1 - default_arm(env, env.task.target), (seed, env.home_pose[env.task.target])

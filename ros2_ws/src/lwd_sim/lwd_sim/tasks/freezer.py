@@ -118,7 +118,9 @@ class Freezer(Task):
         return self._plan(env, self.target)
 
     def _plan(self, env, product: str):
-        arm = 0 if env.home_pose[product][1] < 0 else 1  # pull with the arm that will not carry the product
+        # Pull with the arm that will not carry the product: the carrier is the one on the product's side
+        # of arm_split_y (skills.default_arm), so the same split decides both and neither flips at y = 0.
+        arm = 1 if env.home_pose[product][1] > self.arm_split_y else 0
         return [
             SlideSkill("drawer", 0, PULL_AXIS, OPEN_Q, arm=arm),
             PlaceSkill(product, self._goal(product), clear_z=CLEAR_Z + 0.04),

@@ -1076,32 +1076,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "## Online rounds (per round)",
             "",
-            _markdown_table(
+            _stats_table(
+                "Method",
                 [
-                    "Method",
-                    "rollout [s]",
-                    "train [s]",
-                    "round [s]",
-                    "episodes",
-                    "takeovers/episode",
-                    "intervention steps",
-                    "online success",
-                    "publishes",
+                    ("rollout [s]", "rollout_s", 1),
+                    ("train [s]", "train_s", 1),
+                    ("round [s]", "round_s", 1),
+                    ("episodes", "episodes_per_round", 1),
+                    ("takeovers/episode", "takeovers_per_episode", 2),
+                    ("intervention steps", "intervention_step_fraction", 2),
+                    ("online success", "online_success_rate", 2),
+                    ("publishes", "publishes_per_round", 1),
                 ],
-                [
-                    [
-                        k,
-                        _fmt_cell(v["rollout_s"], 1),
-                        _fmt_cell(v["train_s"], 1),
-                        _fmt_cell(v["round_s"], 1),
-                        _fmt_cell(v["episodes_per_round"], 1),
-                        _fmt_cell(v["takeovers_per_episode"], 2),
-                        _fmt_cell(v["intervention_step_fraction"], 2),
-                        _fmt_cell(v["online_success_rate"], 2),
-                        _fmt_cell(v["publishes_per_round"], 1),
-                    ]
-                    for k, v in report["online_rounds"].items()
-                ],
+                report["online_rounds"],
             ),
         ]
     if report.get("critic"):
@@ -1113,30 +1100,18 @@ def render_markdown(report: dict[str, Any]) -> str:
             "of positive rows 0.5 for a critic that ignores the action; the correlation with the Monte-Carlo",
             "return-to-go measures how it ranks states.",
             "",
-            _markdown_table(
+            _stats_table(
+                "Method / stage",
                 [
-                    "Method / stage",
-                    "Q - Q(shuffled chunk)",
-                    "share > 0",
-                    "Q - Q(a + 0.3 std)",
-                    "‖∇_a Q‖",
-                    "Q mean",
-                    "return mean",
-                    "corr(Q, return)",
+                    ("Q - Q(shuffled chunk)", "action_gap", 4),
+                    ("share > 0", "gap_fraction", 2),
+                    ("Q - Q(a + 0.3 std)", "perturbed_gap", 4),
+                    ("‖∇_a Q‖", "grad_norm", 4),
+                    ("Q mean", "q_mean", 2),
+                    ("return mean", "return_mean", 2),
+                    ("corr(Q, return)", "return_corr", 2),
                 ],
-                [
-                    [
-                        k,
-                        _fmt_cell(v["action_gap"], 4),
-                        _fmt_cell(v["gap_fraction"], 2),
-                        _fmt_cell(v["perturbed_gap"], 4),
-                        _fmt_cell(v["grad_norm"], 4),
-                        _fmt_cell(v["q_mean"], 2),
-                        _fmt_cell(v["return_mean"], 2),
-                        _fmt_cell(v["return_corr"], 2),
-                    ]
-                    for k, v in report["critic"].items()
-                ],
+                report["critic"],
             ),
         ]
     long_tasks = report["long_horizon_tasks"]
@@ -1158,6 +1133,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"- {name}: ![{name}]({path})" for name, path in report["figures"].items()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _stats_table(first: str, columns: Sequence[tuple[str, str, int]], stats: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of ``(mean, se, n)`` cells: one row per ``stats`` key, ``columns`` = (title, key, digits)."""
+    return _markdown_table(
+        [first, *[title for title, _, _ in columns]],
+        [[row, *[_fmt_cell(v[key], digits) for _, key, digits in columns]] for row, v in stats.items()],
+    )
 
 
 def _fmt_cell(stat: Sequence[float], digits: int = 2) -> str:

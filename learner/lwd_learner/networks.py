@@ -171,7 +171,8 @@ class TemporalAttentionPool(nn.Module):
     """Learned-query multi-head attention pooling over the ``H`` steps of a chunk: ``(B, H, A) -> (B, D)``.
 
     Each step gets a Dense embedding plus a learned positional embedding; learned per-head
-    queries attend over time, so the critic can weight the chunk's steps unequally.
+    queries attend over time, so the critic can weight the chunk's steps unequally. The values keep
+    each step's magnitude (no normalisation of the tokens).
     """
 
     dim: int = 64
@@ -182,8 +183,10 @@ class TemporalAttentionPool(nn.Module):
         _, horizon, _ = actions.shape
         head_dim = self.dim // self.num_heads
         pos = self.param("pos_embedding", nn.initializers.normal(0.02), (horizon, self.dim))
+        # No LayerNorm on the tokens: normalising Dense(a_t) + pos makes each step's embedding invariant
+        # to the step's scale, so Q(2a) = Q(a) and the critic cannot tell how far a chunk moves (measured
+        # session 10: |Q(2a) - Q(a)| ~1e-3 at init). The chunks are already normalised per step.
         tokens = nn.Dense(self.dim)(actions) + pos[None]
-        tokens = nn.LayerNorm()(tokens)
         query = self.param("query", nn.initializers.normal(0.02), (self.num_heads, head_dim))
         keys = nn.Dense(self.dim)(tokens).reshape(*tokens.shape[:2], self.num_heads, head_dim)
         values = nn.Dense(self.dim)(tokens).reshape(*tokens.shape[:2], self.num_heads, head_dim)

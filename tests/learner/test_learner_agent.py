@@ -149,3 +149,22 @@ def test_stage_configs() -> None:
     assert LearnerConfig().gamma_chunk == pytest.approx(0.9999**30)
     with pytest.raises(dataclasses.FrozenInstanceError):
         online.value.tau_base = 0.5  # type: ignore[misc]
+
+
+def test_critic_sees_how_far_a_chunk_moves_not_only_its_direction() -> None:
+    """Scaling every step of a chunk (move 2 cm instead of 1 cm) must change Q.
+
+    With a LayerNorm on the pooled tokens (session 10) a freshly built critic gave Q(2a) = Q(a)
+    to ~1e-3, and the action-gradient along ``a`` vanished: QAM could never say "move further"."""
+    critic = Critic((64, 64), (64,), 32, 32, 2)
+    k_obs, k_act, k_init = jax.random.split(jax.random.key(0), 3)
+    obs = jax.random.normal(k_obs, (16, 20))
+    actions = jax.random.normal(k_act, (16, 30, 16))
+    params = critic.init(k_init, obs, actions)
+    q = critic.apply(params, obs, actions)
+    q2 = critic.apply(params, obs, 2.0 * actions)
+    spread = float(jnp.std(q))
+    assert float(jnp.mean(jnp.abs(q2 - q))) > 0.1 * spread, (q[0], q2[0], spread)
+    # The derivative of Q along the chunk's own direction is not zero either.
+    along = jax.jvp(lambda a: critic.apply(params, obs, a)[0], (actions,), (actions,))[1]
+    assert float(jnp.mean(jnp.abs(along))) > 0.05 * spread

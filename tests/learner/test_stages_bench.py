@@ -91,6 +91,22 @@ def test_register_subcommand() -> None:
         bench.run("quick", episodes_per_task=0)
 
 
+def _micro_profile(**overrides) -> bench.BenchProfile:
+    """The quick profile cut to one task, 3 episodes, 8-wide networks and a 30-tick time limit."""
+    base = dataclasses.replace(
+        bench.PROFILES["quick"],
+        name="micro",
+        tasks=("restocking",),
+        episodes_per_task=3,
+        network=dataclasses.replace(bench.PROFILES["quick"].network, policy_hidden=(8,), obs_hidden=(8,)),
+        flow_steps=2,
+        sft=SFTConfig(num_updates=2, batch_size=4, log_every=1),
+        eval_episodes_per_task=1,
+        max_steps=30,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
 def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
     """Data generation -> MCAP -> replay -> SFT per seed -> a plugged-in method -> result files.
 
@@ -109,19 +125,10 @@ def test_micro_run_with_a_registered_method(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setitem(bench.METHODS, "constant_test", constant_method)
     monkeypatch.setitem(bench.METHODS, "crash_test", crashing_method)
-    profile = dataclasses.replace(
-        bench.PROFILES["quick"],
-        name="micro",
-        tasks=("restocking",),
-        episodes_per_task=3,
+    profile = _micro_profile(
         seeds=2,
-        network=dataclasses.replace(bench.PROFILES["quick"].network, policy_hidden=(8,), obs_hidden=(8,)),
-        flow_steps=2,
-        sft=SFTConfig(num_updates=2, batch_size=4, log_every=1),
         offline=OfflineConfig(num_updates=1, batch_size=4),
         online=OnlineConfig(num_rounds=1, updates_per_round=1, batch_size=4),
-        eval_episodes_per_task=1,
-        max_steps=30,
         methods=("sft", "constant_test", "crash_test"),
         eval_execute_steps=5,
         eval_noise_scale=0.5,
@@ -151,20 +158,11 @@ def test_micro_lwd_run_reports_the_critic_and_its_lambda(tmp_path, monkeypatch) 
         return bench._method_lwd(ctx)
 
     monkeypatch.setitem(bench.METHODS, "lwd_spy", lwd_spy)
-    profile = dataclasses.replace(
-        bench.PROFILES["quick"],
-        name="micro",
-        tasks=("restocking",),
-        episodes_per_task=3,
+    profile = _micro_profile(
         seeds=1,
-        network=dataclasses.replace(bench.PROFILES["quick"].network, policy_hidden=(8,), obs_hidden=(8,)),
-        flow_steps=2,
-        sft=SFTConfig(num_updates=2, batch_size=4, log_every=1),
         offline=OfflineConfig(num_updates=2, batch_size=4, log_every=1),
         online=OnlineConfig(num_rounds=1, updates_per_round=2, batch_size=4, publish_every=1, log_every=1),
         online_episodes_per_task=1,
-        eval_episodes_per_task=1,
-        max_steps=30,
         methods=("lwd_spy",),
     )
     report = bench.run(profile, out_dir=tmp_path, command="pytest lwd micro run", log=lambda _: None, qam_lam=0.5)
@@ -184,6 +182,7 @@ def test_micro_lwd_run_reports_the_critic_and_its_lambda(tmp_path, monkeypatch) 
         assert probe["grad_norm"][2] == 1 and np.isfinite(probe["grad_norm"][0]) and 0 <= probe["gap_fraction"][0] <= 1
     markdown = (tmp_path / "results.md").read_text()
     assert "## Critic: does Q rank actions?" in markdown and "| lwd_spy/online |" in markdown
+    assert "## Online rounds (per round)" in markdown and "\n| lwd_spy | " in markdown
     assert "QAM temperature λ: 0.5" in markdown
     with pytest.raises(ValueError, match="qam_lam must be > 0"):
         bench.run(profile, out_dir=tmp_path, qam_lam=0.0)

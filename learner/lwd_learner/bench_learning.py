@@ -1096,9 +1096,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "## Critic: does Q rank actions? (fixed offline batch per seed; `lwd_learner.critic_diagnostics`)",
             "",
-            "QAM follows grad_a Q. Q(s, a) - Q(s, a') with a' another row's recorded chunk is 0 and its share",
-            "of positive rows 0.5 for a critic that ignores the action; the correlation with the Monte-Carlo",
-            "return-to-go measures how it ranks states.",
+            "QAM follows grad_a Q. Q(s, a) - Q(s, a') with a' another row's recorded chunk is ~0, and its share",
+            "of positive rows ~0.5, for a critic whose action dependence is noise; the correlation with the",
+            "Monte-Carlo return-to-go measures how it ranks states.",
             "",
             _stats_table(
                 "Method / stage",

@@ -8,7 +8,8 @@ bench reports, next to the scores, how much the critic's Q depends on the action
 - ``action_gap``: mean of ``Q(s, a) - Q(s, a')`` where ``a'`` is the recorded chunk of another row
   of the same batch (a random permutation). 0 for an action-blind critic; positive when Q prefers
   the chunk that was actually executed in that state.
-- ``gap_fraction``: share of rows where that difference is positive (0.5 for a blind critic).
+- ``gap_fraction``: share of rows where that difference is strictly positive: about 0.5 when the
+  action dependence is noise, exactly 0 when Q ignores the action altogether.
 - ``perturbed_gap``: mean of ``Q(s, a) - Q(s, a + delta)``, ``delta`` a smooth perturbation (two
   Gaussian endpoints per action dim, linear in time over the chunk) of ``perturb_scale`` standard
   deviations of the normalised chunk: in-support sensitivity.

@@ -1,0 +1,279 @@
+"""Policy-extraction probe: can QAM improve an imperfect reference on one task? (issue 4, point 7)
+
+    python -m lwd_learner.extraction_probe --task restocking --sft-updates 1500 \
+        --rollouts 192 --rollout-noise 0.3 --lams 2 0.01 0.003 [--data-dir DIR] [--out DIR]
+
+LWD's offline stage beats its reference only if the critic's ``grad_a Q`` points at better chunks.
+The learning bench mixes that question with eight tasks, three stages and five baselines; this probe
+isolates it on one task, for one reference and several QAM temperatures:
+
+1. the offline buffer: the generator's episodes of the task (``--data-dir`` reuses kept MCAPs, as the
+   learning bench does);
+2. a deliberately imperfect reference: flow-matching SFT on the task's demos for ``--sft-updates``;
+3. optionally, ``--rollouts`` episodes of that reference run without rescue at flow noise
+   ``--rollout-noise`` (the paper's "rollouts of historical policies", Sec. IV-C), added to the buffer:
+   the same scenes sometimes succeed and sometimes fail, which is what gives a critic action contrast;
+4. per lambda: offline DIVL + QAM from the reference, then the critic diagnostics
+   (:mod:`lwd_learner.critic_diagnostics`) on the rollout rows (the offline rows without rollouts),
+   how far the policy moved (rms of policy minus reference chunks from the same noise, normalised
+   units) and the closed-loop number on ``--eval-scenes`` evaluation scenes.
+
+The critic does not depend on lambda (DIVL trains it on replay actions only), so every lambda shares
+one critic measurement. Writes ``<out>/<task>.json`` and rewrites ``<out>/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lwd_learner.agent import LWDAgent
+from lwd_learner.config import LearnerConfig, PolicyConfig
+from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics
+from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
+from lwd_learner.evaluate import EvalConfig, evaluate
+from lwd_learner.provenance import git_info
+from lwd_learner.replay import ReplayBuffer
+from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
+from lwd_learner.stages import OfflineConfig, SFTConfig, run_offline, run_sft
+from lwd_protocol.episode import EpisodeSource
+from lwd_protocol.robot_spec import CHUNK_HORIZON
+from lwd_protocol.tasks import TASK_NAMES, task_info
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results" / "extraction_probe"
+ROLLOUT_SEED_BASE = 700_000  # the reference's rollouts (disjoint from generator, online and eval seeds)
+DIAGNOSTIC_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class ExtractionProbeConfig:
+    task: str
+    profile: str = "cpu"  # learning-bench profile whose network and flow steps are used
+    episodes_per_task: int = 400  # offline buffer (generated unless data_dir holds episodes)
+    data_dir: Path | None = None
+    sft_updates: int = 1500
+    sft_lr: float = 1e-3
+    offline_updates: int = 2000
+    batch_size: int = 128
+    lams: tuple[float, ...] = (2.0, 0.01, 0.003)
+    rollouts: int = 0
+    rollout_noise: float = 0.3
+    eval_scenes: int = 32
+    execute_steps: int = 10  # the sampler of evaluation and rollouts: ticks per chunk before replanning
+    eval_noise: float = 0.0
+    envs: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASK_NAMES)}")
+        if min(self.sft_updates, self.offline_updates, self.eval_scenes, self.episodes_per_task, self.envs) < 1:
+            raise ValueError("sft_updates, offline_updates, eval_scenes, episodes_per_task and envs must be >= 1")
+        if not self.lams or any(not lam > 0 for lam in self.lams):
+            raise ValueError(f"lams must be non-empty and > 0, got {self.lams}")
+        if self.rollouts < 0 or self.rollout_noise < 0 or self.eval_noise < 0:
+            raise ValueError("rollouts, rollout_noise and eval_noise must be >= 0")
+
+
+def learner_config(config: ExtractionProbeConfig, normalizer: Normalizer, lam: float, updates: int) -> LearnerConfig:
+    """The offline-stage LearnerConfig at the bench profile's sizes, QAM temperature ``lam``."""
+    from lwd_learner.bench_learning import PROFILES
+
+    prof = PROFILES[config.profile]
+    base = LearnerConfig.offline()
+    network = dataclasses.replace(
+        prof.network, obs_dim=normalizer.obs_dim, action_dim=normalizer.action_dim, horizon=CHUNK_HORIZON
+    )
+    return dataclasses.replace(
+        base,
+        network=network,
+        policy=PolicyConfig(flow_steps=prof.flow_steps, qam_loss_steps=prof.qam_loss_steps, lam=lam),
+        optim=dataclasses.replace(base.optim, sft_lr=config.sft_lr, decay_steps=updates),
+    )
+
+
+def policy_shift(agent: LWDAgent, policy_params, reference_params, obs: jax.Array, key: jax.Array) -> dict:
+    """Rms of policy minus reference chunks from the same noise (zero noise and N(0, I)), normalised units."""
+    shape = (obs.shape[0], agent.config.network.horizon, agent.config.network.action_dim)
+    out = {}
+    for name, noise in (("zero_noise", jnp.zeros(shape)), ("unit_noise", jax.random.normal(key, shape))):
+        diff = agent.sample_actions(policy_params, obs, noise) - agent.sample_actions(reference_params, obs, noise)
+        out[name] = float(jnp.sqrt(jnp.mean(jnp.square(diff))))
+    return out
+
+
+def _score(result, task: str) -> dict:
+    te = result.per_task[task]
+    return {"value": float(te.value), "success_rate": float(te.success_rate), "episodes": int(te.episodes)}
+
+
+def _rollout_summary(results) -> dict:
+    return {
+        "episodes": len(results),
+        "success_rate": float(np.mean([r.success for r in results])),
+        "mean_score": float(np.mean([r.score for r in results])),
+        "subtasks_done": [int(r.episode.subtasks_done) for r in results],
+    }
+
+
+def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
+    """Steps 1-4 of the module docstring; returns the results dict."""
+    from lwd_learner.bench_learning import offline_data
+
+    t_start = time.perf_counter()
+    episodes, data_info = offline_data((config.task,), config.episodes_per_task, 0, config.data_dir)
+    if not any(e.source is EpisodeSource.DEMO for e in episodes):
+        raise RuntimeError(f"the offline buffer holds no demonstration of {config.task}")
+    normalizer = compute_normalizer(episodes)
+    gamma = LearnerConfig().value.gamma
+    keys = jax.random.split(jax.random.key(config.seed), 4)
+
+    sft_agent = LWDAgent(learner_config(config, normalizer, config.lams[0], config.sft_updates))
+    demos = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
+    demos.add_episodes([e for e in episodes if e.source is EpisodeSource.DEMO])
+    sft = SFTConfig(num_updates=config.sft_updates, batch_size=config.batch_size, log_every=config.sft_updates)
+    state, _ = run_sft(sft_agent, sft_agent.init(keys[0]), demos, sft, keys[1])
+    reference = state.reference_params
+
+    eval_cfg = EvalConfig(
+        episodes_per_task=config.eval_scenes,
+        tasks=(config.task,),
+        execute_steps=config.execute_steps,
+        noise_scale=config.eval_noise,
+    )
+    fleet = SimFleet((config.task,), config.envs, None)
+    try:
+        ref_eval = _score(evaluate(fleet, agent_policy(sft_agent, reference), normalizer, eval_cfg), config.task)
+        say(f"[extraction_probe {config.task}] reference ({config.sft_updates} SFT updates): {ref_eval['value']:.3f}")
+        rollouts: list[EpisodeArrays] = []
+        rollout_info = None
+        if config.rollouts:
+            specs = [EpisodeSpec(config.task, ROLLOUT_SEED_BASE + i) for i in range(config.rollouts)]
+            sampler = RolloutConfig(execute_steps=config.execute_steps, noise_scale=config.rollout_noise)
+            results, _ = fleet.run(
+                agent_policy(sft_agent, reference), normalizer, specs, np.random.default_rng(config.seed), sampler
+            )
+            rollouts = [r.episode for r in results]
+            rollout_info = _rollout_summary(results)
+            say(
+                f"  {config.rollouts} reference rollouts at noise {config.rollout_noise}: "
+                f"success {rollout_info['success_rate']:.3f}"
+            )
+        offline = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
+        offline.add_episodes(episodes + rollouts)
+        rows = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
+        rows.add_episodes(rollouts or episodes)
+        batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)
+        obs, actions = jnp.asarray(batch["obs"]), jnp.asarray(batch["actions"])
+
+        runs, critic = [], None
+        for lam in config.lams:
+            agent = LWDAgent(learner_config(config, normalizer, lam, config.offline_updates))
+            rl_state = agent.start_rl(agent.init(keys[2]).replace(reference_params=reference))
+            off_cfg = OfflineConfig(
+                num_updates=config.offline_updates, batch_size=config.batch_size, log_every=config.offline_updates
+            )
+            rl_state, off_log = run_offline(agent, rl_state, offline, off_cfg, keys[3])
+            if critic is None:
+                q_fn = agent_q_fn(agent, rl_state.critic_params)
+                critic = critic_diagnostics(q_fn, obs, actions, batch["return_to_go"], keys[3])
+            policy = agent_policy(agent, rl_state.policy_params)
+            score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+            shift = policy_shift(agent, rl_state.policy_params, reference, obs[:256], keys[2])
+            runs.append({"lam": lam, "eval": score, "shift": shift, "updates_per_s": off_log.updates_per_s})
+            say(f"  lambda {lam:g}: {score['value']:.3f} (shift {shift['zero_noise']:.4f})")
+    finally:
+        fleet.close()
+    return {
+        "task": config.task,
+        "metric": "score" if task_info(config.task).is_long_horizon else "success",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "command": " ".join(["python -m lwd_learner.extraction_probe", *sys.argv[1:]]),
+        "git": git_info(),
+        "data": data_info,
+        "reference": ref_eval,
+        "rollouts": rollout_info,
+        "critic_rows": "reference rollouts" if rollouts else "offline buffer",
+        "critic": critic,
+        "runs": runs,
+        "runtime_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def summary_markdown(folder: Path) -> str:
+    """One row per ``<name>.json`` in ``folder``: reference, rollouts, critic and each lambda's score."""
+    lines = [
+        "QAM from an imperfect reference (`python -m lwd_learner.extraction_probe`): evaluation scenes, success rate "
+        "(grocery) or step-wise score (long-horizon); shift = rms policy - reference chunk from zero noise.",
+        "",
+        "| run | reference | rollouts (success) | critic rows: gap / share > 0 / corr(Q, return) "
+        "| lambda: score (shift) | commit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        roll = r["rollouts"]
+        noise = r["config"]["rollout_noise"]
+        roll_text = f"{roll['episodes']} at noise {noise:g} ({roll['success_rate']:.2f})" if roll else "-"
+        c = r["critic"]
+        critic = f"{r['critic_rows']}: {c['action_gap']:.4f} / {c['gap_fraction']:.2f} / {c['return_corr']:.2f}"
+        lams = ", ".join(f"{x['lam']:g}: {x['eval']['value']:.2f} ({x['shift']['zero_noise']:.3f})" for x in r["runs"])
+        ref = f"{r['reference']['value']:.2f} ({r['config']['sft_updates']} SFT updates)"
+        lines.append(f"| {path.stem} | {ref} | {roll_text} | {critic} | {lams} | {r['git']['commit'][:8]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = ExtractionProbeConfig
+    p.add_argument("--task", choices=TASK_NAMES, required=True)
+    p.add_argument("--profile", default=d.profile, help="learning-bench profile for the network sizes")
+    p.add_argument("--episodes-per-task", type=int, default=d.episodes_per_task)
+    p.add_argument("--data-dir", type=Path, default=None, help="reuse (or keep) the generated offline MCAPs")
+    p.add_argument("--sft-updates", type=int, default=d.sft_updates)
+    p.add_argument("--offline-updates", type=int, default=d.offline_updates)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lams", type=float, nargs="+", default=list(d.lams))
+    p.add_argument("--rollouts", type=int, default=d.rollouts)
+    p.add_argument("--rollout-noise", type=float, default=d.rollout_noise)
+    p.add_argument("--eval-scenes", type=int, default=d.eval_scenes)
+    p.add_argument("--envs", type=int, default=d.envs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--name", default=None, help="results file stem (default: the task)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    a = p.parse_args(argv)
+    config = ExtractionProbeConfig(
+        task=a.task,
+        profile=a.profile,
+        episodes_per_task=a.episodes_per_task,
+        data_dir=a.data_dir,
+        sft_updates=a.sft_updates,
+        offline_updates=a.offline_updates,
+        batch_size=a.batch_size,
+        lams=tuple(a.lams),
+        rollouts=a.rollouts,
+        rollout_noise=a.rollout_noise,
+        eval_scenes=a.eval_scenes,
+        envs=a.envs,
+        seed=a.seed,
+    )
+    result = run_probe(config)
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / f"{a.name or config.task}.json"
+    path.write_text(json.dumps(result, indent=1))
+    (a.out / "README.md").write_text(summary_markdown(a.out))
+    print(f"wrote {path} and {a.out / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

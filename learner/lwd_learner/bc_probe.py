@@ -30,7 +30,7 @@ import numpy as np
 from lwd_learner.agent import LWDAgent
 from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig
 from lwd_learner.dataset import compute_normalizer, from_episode
-from lwd_learner.provenance import git_info
+from lwd_learner.provenance import git_info, write_probe_result
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
 from lwd_learner.stages import SFTConfig, run_sft
@@ -248,12 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         seed=a.seed,
     )
-    result = run_probe(config)
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"{config.task}.json"
-    path.write_text(json.dumps(result, indent=1))
-    (a.out / "README.md").write_text(summary_markdown(a.out))
-    print(f"wrote {path} and {a.out / 'README.md'}")
+    write_probe_result(a.out, config.task, run_probe(config), summary_markdown)
     return 0
 
 

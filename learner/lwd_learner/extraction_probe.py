@@ -41,7 +41,7 @@ from lwd_learner.config import LearnerConfig, PolicyConfig
 from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
 from lwd_learner.evaluate import EvalConfig, evaluate
-from lwd_learner.provenance import git_info
+from lwd_learner.provenance import git_info, write_probe_result
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
 from lwd_learner.stages import OfflineConfig, SFTConfig, run_offline, run_sft
@@ -266,12 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         envs=a.envs,
         seed=a.seed,
     )
-    result = run_probe(config)
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"{a.name or config.task}.json"
-    path.write_text(json.dumps(result, indent=1))
-    (a.out / "README.md").write_text(summary_markdown(a.out))
-    print(f"wrote {path} and {a.out / 'README.md'}")
+    write_probe_result(a.out, a.name or config.task, run_probe(config), summary_markdown)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Which code produced a result file: the git commit and whether the tree had local changes."""
+"""Which code produced a result file (the git commit, local changes), and writing the probes' result files."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,13 @@ def git_label(repo: Path = REPO) -> str:
     """``<sha>`` or ``<sha>+dirty`` (one string for a results field)."""
     info = git_info(repo)
     return info["commit"] + ("+dirty" if info["dirty"] else "")
+
+
+def write_probe_result(out: Path, stem: str, result: dict[str, Any], summary: Callable[[Path], str]) -> Path:
+    """Write ``<out>/<stem>.json`` and rewrite ``<out>/README.md`` from every JSON there (the probes' output)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=1))
+    (out / "README.md").write_text(summary(out))
+    print(f"wrote {path} and {out / 'README.md'}")
+    return path

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lwd_learner.coordinator.snapshot_store import SnapshotReader, SqliteSnapshotReader
+from lwd_learner.stop_signals import interrupt_on_stop_signals
 
 StatusSource = Callable[[], dict[str, dict[str, Any]]]  # robot id -> retained status JSON
 
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8080)
     args = ap.parse_args(argv)
     reader = SqliteSnapshotReader(args.db)
+    interrupt_on_stop_signals()
     page = StatusPage(lambda: fleet_status(reader), args.host, args.port).start()
     print(f"fleet status page at {page.url} (Ctrl-C to stop)")
     try:

@@ -208,6 +208,23 @@ class RobotProbe:
                 raise RuntimeError(f"controller exited while waiting for {what}:\n{proc.log()}")
         return False
 
+    def connect_before_first_state(self, proc: ControllerProcess, timeout_s: float = 30.0) -> bool:
+        """Withhold joint states until DDS has matched the controller's command publisher and its
+        joint_states subscription, so the probe sees the very first command (under load discovery can
+        lag the controller's first ticks). Call before the probe has published any state."""
+        from lwd_protocol.names import RosTopics
+
+        self.publish_states = False
+        n = self.node
+        connected = self.spin_until(
+            lambda: n.count_publishers(RosTopics.JOINT_COMMAND) > 0 and n.count_subscribers(RosTopics.JOINT_STATES) > 0,
+            timeout_s,
+            proc,
+            "the controller's joint_command publisher and joint_states subscription",
+        )
+        self.publish_states = True
+        return connected
+
     def spin_for(self, seconds: float) -> None:
         self.spin_until(lambda: False, seconds)
 

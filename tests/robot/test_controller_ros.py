@@ -63,7 +63,9 @@ def _policy_running(probe: RobotProbe, version: int = 1, n: int = 10) -> bool:
 
 def test_follows_the_policy_chunk_and_clamps_to_the_limits(ros_env, probe, policies, tmp_path) -> None:
     expected = np.clip(TARGET, LOWER, UPPER)
+    probe.publish_states = False  # no state before the controller's endpoints are matched (see below)
     with running_controller(ros_env, controller_params(policy_dir=str(policies["target"])), tmp_path) as ctl:
+        assert probe.connect_before_first_state(ctl), ctl.log()
 
         def reached() -> bool:  # the policy computes in float32: equal up to its rounding
             return probe.last_command_near(expected, 1e-6)

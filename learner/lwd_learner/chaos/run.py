@@ -52,6 +52,7 @@ from lwd_learner.flywheel.stack import CloudStack
 from lwd_learner.localstack import ManagedProcess
 from lwd_learner.localstack.ros_env import apply_to_current_process
 from lwd_learner.provenance import git_info
+from lwd_learner.stop_signals import interrupt_on_stop_signals
 
 KINDS = ("broker", "store", "coordinator", "learner", "uplink")
 # what "recovered" means per kind: restart -> first successful operation of that component
@@ -863,10 +864,6 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     path.write_text("\n".join(lines))
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run(cfg: ChaosConfig, workdir: Path, out: Path | None, command: str, say: Callable[[str], None] = print) -> dict:
     """The whole run; returns the report (also written to `out` and its .md sibling when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -942,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
         record_images=not args.no_images,
     )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lwd-chaos-"))
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_stop_signals()
     command = " ".join(["lwd chaos", *(argv if argv is not None else sys.argv[1:])])
     print(f"LWD chaos: workdir {workdir}", flush=True)
     report = run(cfg, workdir, args.out, command, say=lambda m: print(m, flush=True))

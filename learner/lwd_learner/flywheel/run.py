@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -28,6 +27,7 @@ from lwd_learner.flywheel.progress import render
 from lwd_learner.flywheel.report import write_report
 from lwd_learner.flywheel.stack import CloudStack
 from lwd_learner.status_page import StatusPage, fleet_status
+from lwd_learner.stop_signals import interrupt_on_stop_signals
 
 QUICK = (
     FleetConfig(robots=2, tasks=("restocking",), max_episode_steps=900, takeover_stall_s=4.0),
@@ -45,10 +45,6 @@ QUICK = (
     ),
 )
 DEFAULT = (FleetConfig(), LearnerPlan())
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     console = Console()
     console.print(f"[bold]LWD flywheel[/] workdir {workdir}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_stop_signals()
 
     started = time.monotonic()
     stack = CloudStack(workdir, robot_ids(fleet_cfg.robots))

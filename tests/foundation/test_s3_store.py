@@ -10,6 +10,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
+from lwd_learner.localstack import S3Identity, SeaweedS3
 from lwd_protocol.store import BUCKETS, EPISODES_BUCKET, episode_key
 
 
@@ -51,3 +52,15 @@ def test_wrong_secret_for_valid_key_is_refused(s3_store):
     with pytest.raises(S3Error) as err:
         list(client.list_objects(EPISODES_BUCKET))
     assert err.value.code in {"SignatureDoesNotMatch", "AccessDenied"}
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_stopped_server_leaves_no_socket_in_tmp(tmp_path, how):
+    """SeaweedFS opens unix sockets under /tmp whatever its data dir; hundreds piled up across runs."""
+    store = SeaweedS3(tmp_path / "weed", [S3Identity.admin()]).start()
+    try:
+        opened = [p for p in store.unix_sockets() if p.exists()]
+        assert any(p.name.startswith("seaweedfs-s3-") for p in opened), "the naming no longer matches SeaweedFS"
+    finally:
+        getattr(store, how)()
+    assert opened and not [p for p in store.unix_sockets() if p.exists()]

@@ -7,10 +7,13 @@ SDK clients at MinIO instead.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from lwd_learner.localstack.process import ManagedProcess, free_tcp_port, wait_f
 from lwd_learner.localstack.testca import ServerTls
 from lwd_protocol.store import BUCKETS, EPISODES_BUCKET, OFFLINE_BUCKET, POLICIES_BUCKET, robot_episode_prefix
 from lwd_protocol.transport import S3Endpoint, TlsSettings, make_s3_client
+
+SOCKET_DIR = Path("/tmp")  # hard-coded in SeaweedFS for its local (unix) sockets
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,22 @@ class SeaweedS3:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(timeout_s=15)
+            self.remove_unix_sockets()
 
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
+            self.remove_unix_sockets()
+
+    def unix_sockets(self) -> list[Path]:
+        """The local sockets `weed mini` opens next to its TCP ports, always under /tmp (flags can move
+        only two of them): `/tmp/seaweedfs-<component>-<port>.sock`."""
+        names = {f.name: getattr(self.ports, f.name) for f in dataclasses.fields(self.ports)}
+        return [SOCKET_DIR / f"seaweedfs-{name.replace('_', '-')}-{port}.sock" for name, port in names.items()]
+
+    def remove_unix_sockets(self) -> None:
+        """Remove this server's sockets once it is down (it leaves the S3 one always, all on SIGKILL)."""
+        for path in self.unix_sockets():
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()

@@ -9,14 +9,24 @@ isolates it on one task, for one reference and several QAM temperatures:
 
 1. the offline buffer: the generator's episodes of the task (``--data-dir`` reuses kept MCAPs, as the
    learning bench does);
-2. a deliberately imperfect reference: flow-matching SFT on the task's demos for ``--sft-updates``;
+2. a deliberately imperfect reference: flow-matching SFT on the task's demos for ``--sft-updates``
+   (``--reference-data all``: on the whole buffer, so the reference also imitates the rollouts' and
+   play's mistakes, and its own support holds both the chunks that succeed and those that fail);
 3. optionally, ``--rollouts`` episodes of that reference run without rescue at flow noise
    ``--rollout-noise`` (the paper's "rollouts of historical policies", Sec. IV-C), added to the buffer:
    the same scenes sometimes succeed and sometimes fail, which is what gives a critic action contrast;
+   with ``--rollout-perturb-p`` each chunk query is, with that probability per robot, replaced by the
+   reference's chunk plus a smooth offset of ``--rollout-perturb-scale`` normalised standard deviations
+   (one strongly perturbed chunk now and then, the rest the reference's), so that a single chunk's
+   effect on the outcome is large enough for a critic to see;
 4. per lambda: offline DIVL + QAM from the reference, then the critic diagnostics
    (:mod:`lwd_learner.critic_diagnostics`) on the rollout rows (the offline rows without rollouts),
    how far the policy moved (rms of policy minus reference chunks from the same noise, normalised
-   units) and the closed-loop number on ``--eval-scenes`` evaluation scenes.
+   units) and the closed-loop number on ``--eval-scenes`` evaluation scenes;
+5. optionally (``--select-n``), the same critic without any policy update: best-of-N reference chunks
+   by Q (:mod:`lwd_learner.q_selection`) against a random pick among the same N candidates, on the
+   same evaluation scenes. It separates "the critic cannot rank the reference's chunks" from "QAM
+   does not turn the ranking into a policy".
 
 The critic does not depend on lambda (DIVL trains it on replay actions only), so every lambda shares
 one critic measurement. Writes ``<out>/<task>.json`` and rewrites ``<out>/README.md``.
@@ -38,10 +48,11 @@ import numpy as np
 
 from lwd_learner.agent import LWDAgent
 from lwd_learner.config import LearnerConfig, PolicyConfig
-from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics
+from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_perturbation
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
 from lwd_learner.evaluate import EvalConfig, evaluate
 from lwd_learner.provenance import git_info, write_probe_result
+from lwd_learner.q_selection import best_of_n_policy, random_pick_policy
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
 from lwd_learner.stages import OfflineConfig, SFTConfig, run_offline, run_sft
@@ -52,6 +63,7 @@ from lwd_protocol.tasks import TASK_NAMES, task_info
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results" / "extraction_probe"
 ROLLOUT_SEED_BASE = 700_000  # the reference's rollouts (disjoint from generator, online and eval seeds)
 DIAGNOSTIC_ROWS = 2048
+REFERENCE_DATA = ("demos", "all")
 
 
 @dataclass(frozen=True)
@@ -61,27 +73,41 @@ class ExtractionProbeConfig:
     episodes_per_task: int = 400  # offline buffer (generated unless data_dir holds episodes)
     data_dir: Path | None = None
     sft_updates: int = 1500
+    reference_data: str = "demos"  # "demos" (the paper's SFT) or "all" (BC on the whole offline buffer)
     sft_lr: float = 1e-3
     offline_updates: int = 2000
     batch_size: int = 128
     lams: tuple[float, ...] = (2.0, 0.01, 0.003)
     rollouts: int = 0
     rollout_noise: float = 0.3
+    rollout_perturb_p: float = 0.0  # per chunk query and robot: execute a perturbed chunk
+    rollout_perturb_scale: float = 0.5  # its offset, normalised action units (critic_diagnostics' smooth shape)
     eval_scenes: int = 32
     execute_steps: int = 10  # the sampler of evaluation and rollouts: ticks per chunk before replanning
     eval_noise: float = 0.0
     envs: int = 16
     seed: int = 0
+    select_n: tuple[int, ...] = ()  # best-of-N by Q check (step 5); empty = skip
+    select_noise: float = 1.0  # flow-noise scale of candidates 1..N-1 (candidate 0: the evaluation noise)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
             raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASK_NAMES)}")
         if min(self.sft_updates, self.offline_updates, self.eval_scenes, self.episodes_per_task, self.envs) < 1:
             raise ValueError("sft_updates, offline_updates, eval_scenes, episodes_per_task and envs must be >= 1")
+        if self.reference_data not in REFERENCE_DATA:
+            raise ValueError(f"reference_data must be one of {REFERENCE_DATA}, got {self.reference_data!r}")
         if not self.lams or any(not lam > 0 for lam in self.lams):
             raise ValueError(f"lams must be non-empty and > 0, got {self.lams}")
-        if self.rollouts < 0 or self.rollout_noise < 0 or self.eval_noise < 0:
-            raise ValueError("rollouts, rollout_noise and eval_noise must be >= 0")
+        if self.rollouts < 0 or self.rollout_noise < 0 or self.eval_noise < 0 or self.select_noise < 0:
+            raise ValueError("rollouts, rollout_noise, eval_noise and select_noise must be >= 0")
+        if not 0.0 <= self.rollout_perturb_p <= 1.0 or self.rollout_perturb_scale < 0:
+            raise ValueError(
+                f"rollout_perturb_p must be in [0, 1] and rollout_perturb_scale >= 0, "
+                f"got {self.rollout_perturb_p}, {self.rollout_perturb_scale}"
+            )
+        if any(n < 2 for n in self.select_n):
+            raise ValueError(f"select_n values must be >= 2 (N = 1 is the reference), got {self.select_n}")
 
 
 def learner_config(config: ExtractionProbeConfig, normalizer: Normalizer, lam: float, updates: int) -> LearnerConfig:
@@ -111,6 +137,27 @@ def policy_shift(agent: LWDAgent, policy_params, reference_params, obs: jax.Arra
     return out
 
 
+class PerturbedChunks:
+    """Wraps a PolicyFn: each row's chunk gets, with probability ``p``, a smooth offset of ``scale``
+    (normalised units); counts the queries and the perturbed chunks for the results."""
+
+    def __init__(self, policy, p: float, scale: float, seed: int) -> None:
+        self.policy, self.p, self.scale = policy, p, scale
+        self.rng = np.random.default_rng(seed)
+        self.chunks = self.perturbed = 0
+
+    def __call__(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(self.policy(obs, noise))
+        hit = self.rng.random(chunk.shape[0]) < self.p
+        self.chunks += chunk.shape[0]
+        self.perturbed += int(hit.sum())
+        if not hit.any():
+            return chunk
+        key = jax.random.key(int(self.rng.integers(2**31)))
+        delta = np.asarray(smooth_perturbation(key, chunk.shape, self.scale), chunk.dtype)
+        return chunk + hit[:, None, None] * delta
+
+
 def _score(result, task: str) -> dict:
     te = result.per_task[task]
     return {"value": float(te.value), "success_rate": float(te.success_rate), "episodes": int(te.episodes)}
@@ -123,6 +170,23 @@ def _rollout_summary(results) -> dict:
         "mean_score": float(np.mean([r.score for r in results])),
         "subtasks_done": [int(r.episode.subtasks_done) for r in results],
     }
+
+
+def _selection_check(
+    config: ExtractionProbeConfig, agent, reference, critic_params, fleet, normalizer, eval_cfg, say
+) -> dict:
+    """Step 5: best-of-N by Q for each N, and a random pick among max(N) candidates as the control."""
+    control_n = max(config.select_n)
+    control = random_pick_policy(agent, reference, control_n, config.select_noise, config.seed)
+    random_pick = _score(evaluate(fleet, control, normalizer, eval_cfg), config.task)
+    say(f"  random pick of {control_n} at noise {config.select_noise:g}: {random_pick['value']:.3f}")
+    best = []
+    for n in config.select_n:
+        policy = best_of_n_policy(agent, reference, critic_params, n, config.select_noise, config.seed)
+        score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+        best.append({"n": n, "eval": score})
+        say(f"  best of {n} by Q: {score['value']:.3f}")
+    return {"noise": config.select_noise, "random_pick": {"n": control_n, "eval": random_pick}, "best_of_n": best}
 
 
 def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
@@ -139,7 +203,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
 
     sft_agent = LWDAgent(learner_config(config, normalizer, config.lams[0], config.sft_updates))
     demos = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
-    demos.add_episodes([e for e in episodes if e.source is EpisodeSource.DEMO])
+    demos.add_episodes([e for e in episodes if config.reference_data == "all" or e.source is EpisodeSource.DEMO])
     sft = SFTConfig(num_updates=config.sft_updates, batch_size=config.batch_size, log_every=config.sft_updates)
     state, _ = run_sft(sft_agent, sft_agent.init(keys[0]), demos, sft, keys[1])
     reference = state.reference_params
@@ -159,11 +223,13 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         if config.rollouts:
             specs = [EpisodeSpec(config.task, ROLLOUT_SEED_BASE + i) for i in range(config.rollouts)]
             sampler = RolloutConfig(execute_steps=config.execute_steps, noise_scale=config.rollout_noise)
-            results, _ = fleet.run(
-                agent_policy(sft_agent, reference), normalizer, specs, np.random.default_rng(config.seed), sampler
+            behaviour = PerturbedChunks(
+                agent_policy(sft_agent, reference), config.rollout_perturb_p, config.rollout_perturb_scale, config.seed
             )
+            results, _ = fleet.run(behaviour, normalizer, specs, np.random.default_rng(config.seed), sampler)
             rollouts = [r.episode for r in results]
             rollout_info = _rollout_summary(results)
+            rollout_info.update(chunk_queries=behaviour.chunks, perturbed_chunks=behaviour.perturbed)
             say(
                 f"  {config.rollouts} reference rollouts at noise {config.rollout_noise}: "
                 f"success {rollout_info['success_rate']:.3f}"
@@ -175,7 +241,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)
         obs, actions = jnp.asarray(batch["obs"]), jnp.asarray(batch["actions"])
 
-        runs, critic = [], None
+        runs, critic, selection = [], None, None
         for lam in config.lams:
             agent = LWDAgent(learner_config(config, normalizer, lam, config.offline_updates))
             rl_state = agent.start_rl(agent.init(keys[2]).replace(reference_params=reference))
@@ -186,6 +252,10 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
             if critic is None:
                 q_fn = agent_q_fn(agent, rl_state.critic_params)
                 critic = critic_diagnostics(q_fn, obs, actions, batch["return_to_go"], keys[3])
+                if config.select_n:
+                    selection = _selection_check(
+                        config, agent, reference, rl_state.critic_params, fleet, normalizer, eval_cfg, say
+                    )
             policy = agent_policy(agent, rl_state.policy_params)
             score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
             shift = policy_shift(agent, rl_state.policy_params, reference, obs[:256], keys[2])
@@ -204,6 +274,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         "rollouts": rollout_info,
         "critic_rows": "reference rollouts" if rollouts else "offline buffer",
         "critic": critic,
+        "selection": selection,
         "runs": runs,
         "runtime_s": round(time.perf_counter() - t_start, 1),
     }
@@ -216,19 +287,32 @@ def summary_markdown(folder: Path) -> str:
         "(grocery) or step-wise score (long-horizon); shift = rms policy - reference chunk from zero noise.",
         "",
         "| run | reference | rollouts (success) | critic rows: gap / share > 0 / corr(Q, return) "
-        "| lambda: score (shift) | commit |",
-        "|---|---|---|---|---|---|",
+        "| lambda: score (shift) | best-of-N by Q (random pick) | commit |",
+        "|---|---|---|---|---|---|---|",
     ]
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
         roll = r["rollouts"]
         noise = r["config"]["rollout_noise"]
         roll_text = f"{roll['episodes']} at noise {noise:g} ({roll['success_rate']:.2f})" if roll else "-"
+        if roll and roll.get("perturbed_chunks"):
+            share = roll["perturbed_chunks"] / max(roll["chunk_queries"], 1)
+            roll_text += f", {share:.1%} of chunks perturbed by {r['config']['rollout_perturb_scale']:g}"
         c = r["critic"]
         critic = f"{r['critic_rows']}: {c['action_gap']:.4f} / {c['gap_fraction']:.2f} / {c['return_corr']:.2f}"
         lams = ", ".join(f"{x['lam']:g}: {x['eval']['value']:.2f} ({x['shift']['zero_noise']:.3f})" for x in r["runs"])
-        ref = f"{r['reference']['value']:.2f} ({r['config']['sft_updates']} SFT updates)"
-        lines.append(f"| {path.stem} | {ref} | {roll_text} | {critic} | {lams} | {r['git']['commit'][:8]} |")
+        on_all = " on all data" if r["config"].get("reference_data") == "all" else ""
+        eval_noise = r["config"].get("eval_noise", 0.0)
+        updates = r["config"]["sft_updates"]
+        ref = f"{r['reference']['value']:.2f} ({updates} SFT updates{on_all}; eval noise {eval_noise:g})"
+        sel = r.get("selection")
+        sel_text = "-"
+        if sel:
+            best = ", ".join(f"N={b['n']}: {b['eval']['value']:.2f}" for b in sel["best_of_n"])
+            pick = sel["random_pick"]
+            sel_text = f"{best} (N={pick['n']}: {pick['eval']['value']:.2f}; noise {sel['noise']:g})"
+        commit = r["git"]["commit"][:8]
+        lines.append(f"| {path.stem} | {ref} | {roll_text} | {critic} | {lams} | {sel_text} | {commit} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,14 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes-per-task", type=int, default=d.episodes_per_task)
     p.add_argument("--data-dir", type=Path, default=None, help="reuse (or keep) the generated offline MCAPs")
     p.add_argument("--sft-updates", type=int, default=d.sft_updates)
+    p.add_argument("--reference-data", choices=REFERENCE_DATA, default=d.reference_data)
     p.add_argument("--offline-updates", type=int, default=d.offline_updates)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lams", type=float, nargs="+", default=list(d.lams))
     p.add_argument("--rollouts", type=int, default=d.rollouts)
     p.add_argument("--rollout-noise", type=float, default=d.rollout_noise)
+    p.add_argument("--rollout-perturb-p", type=float, default=d.rollout_perturb_p)
+    p.add_argument("--rollout-perturb-scale", type=float, default=d.rollout_perturb_scale)
     p.add_argument("--eval-scenes", type=int, default=d.eval_scenes)
+    p.add_argument("--eval-noise", type=float, default=d.eval_noise, help="evaluation flow noise (0 = deterministic)")
     p.add_argument("--envs", type=int, default=d.envs)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--select-n", type=int, nargs="*", default=list(d.select_n), help="best-of-N by Q check")
+    p.add_argument("--select-noise", type=float, default=d.select_noise)
     p.add_argument("--name", default=None, help="results file stem (default: the task)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -257,14 +347,20 @@ def main(argv: list[str] | None = None) -> int:
         episodes_per_task=a.episodes_per_task,
         data_dir=a.data_dir,
         sft_updates=a.sft_updates,
+        reference_data=a.reference_data,
         offline_updates=a.offline_updates,
         batch_size=a.batch_size,
         lams=tuple(a.lams),
         rollouts=a.rollouts,
         rollout_noise=a.rollout_noise,
+        rollout_perturb_p=a.rollout_perturb_p,
+        rollout_perturb_scale=a.rollout_perturb_scale,
         eval_scenes=a.eval_scenes,
+        eval_noise=a.eval_noise,
         envs=a.envs,
         seed=a.seed,
+        select_n=tuple(a.select_n),
+        select_noise=a.select_noise,
     )
     write_probe_result(a.out, a.name or config.task, run_probe(config), summary_markdown)
     return 0

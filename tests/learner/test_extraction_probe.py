@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from lwd_learner.extraction_probe import ExtractionProbeConfig, main
+from lwd_learner.extraction_probe import ExtractionProbeConfig, PerturbedChunks, main
 
 
 def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path) -> None:
@@ -15,12 +16,14 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     argv = ["--task", "restocking", "--profile", "quick", "--episodes-per-task", "6", "--data-dir", str(data)]
     argv += ["--sft-updates", "30", "--offline-updates", "15", "--batch-size", "32", "--lams", "1e30", "1e-4"]
     argv += ["--rollouts", "3", "--rollout-noise", "0.5", "--eval-scenes", "2", "--envs", "3"]
+    argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--rollout-perturb-p", "0.5"]
     argv += ["--name", "micro", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert any(data.glob("*.mcap")), "the generated offline buffer is kept in --data-dir"
     result = json.loads((tmp_path / "out" / "micro.json").read_text())
     assert result["metric"] == "success" and 0.0 <= result["reference"]["value"] <= 1.0
     assert result["rollouts"]["episodes"] == 3 and len(result["rollouts"]["subtasks_done"]) == 3
+    assert 0 < result["rollouts"]["perturbed_chunks"] < result["rollouts"]["chunk_queries"]
     assert result["critic_rows"] == "reference rollouts"
     assert set(result["critic"]) >= {"action_gap", "gap_fraction", "grad_norm", "return_corr"}
     huge, tiny = result["runs"]
@@ -32,9 +35,13 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     assert tiny["shift"]["zero_noise"] > 5 * huge["shift"]["zero_noise"]
     assert tiny["shift"]["unit_noise"] > 5 * huge["shift"]["unit_noise"]
     assert all(run["eval"]["episodes"] == 2 for run in result["runs"])
+    selection = result["selection"]
+    assert selection["noise"] == 0.7 and selection["random_pick"]["n"] == 3
+    assert [b["n"] for b in selection["best_of_n"]] == [2, 3]
+    assert all(b["eval"]["episodes"] == 2 for b in [*selection["best_of_n"], selection["random_pick"]])
     assert result["git"]["commit"] and result["command"].startswith("python -m lwd_learner.extraction_probe")
     table = (tmp_path / "out" / "README.md").read_text()
-    assert "| micro | " in table and "3 at noise 0.5" in table
+    assert "| micro | " in table and "3 at noise 0.5" in table and "noise 0.7" in table and "perturbed by 0.5" in table
 
 
 def test_probe_config_rejects_bad_values() -> None:
@@ -44,3 +51,29 @@ def test_probe_config_rejects_bad_values() -> None:
         ExtractionProbeConfig(task="restocking", lams=(0.0,))
     with pytest.raises(ValueError, match="rollouts"):
         ExtractionProbeConfig(task="restocking", rollouts=-1)
+    with pytest.raises(ValueError, match="reference_data"):
+        ExtractionProbeConfig(task="restocking", reference_data="everything")
+    with pytest.raises(ValueError, match="rollout_perturb_p"):
+        ExtractionProbeConfig(task="restocking", rollout_perturb_p=1.5)
+    with pytest.raises(ValueError, match="select_n"):
+        ExtractionProbeConfig(task="restocking", select_n=(1,))
+
+
+def test_perturbed_chunks_offsets_the_chosen_rows_smoothly() -> None:
+    base = np.arange(8 * 30 * 4, dtype=np.float32).reshape(8, 30, 4) / 100.0
+
+    def policy(obs, noise):
+        return base
+
+    untouched = PerturbedChunks(policy, p=0.0, scale=0.5, seed=0)
+    np.testing.assert_array_equal(untouched(None, None), base)
+    every = PerturbedChunks(policy, p=1.0, scale=0.5, seed=0)
+    delta = every(None, None).astype(np.float64) - base
+    assert (every.chunks, every.perturbed) == (8, 8)
+    assert np.all(np.abs(delta[:, [0, -1]]).max(axis=(1, 2)) > 0)
+    # linear in time between two endpoints: zero second difference along the chunk
+    np.testing.assert_allclose(np.diff(delta, n=2, axis=1), 0.0, atol=1e-4)
+    half = PerturbedChunks(policy, p=0.5, scale=0.5, seed=3)
+    for _ in range(20):
+        half(None, None)
+    assert 0.3 < half.perturbed / half.chunks < 0.7

@@ -299,7 +299,8 @@ def summary_markdown(folder: Path) -> str:
             share = roll["perturbed_chunks"] / max(roll["chunk_queries"], 1)
             roll_text += f", {share:.1%} of chunks perturbed by {r['config']['rollout_perturb_scale']:g}"
         c = r["critic"]
-        critic = f"{r['critic_rows']}: {c['action_gap']:.4f} / {c['gap_fraction']:.2f} / {c['return_corr']:.2f}"
+        rows = f"{r['critic_rows']} ({r['config']['offline_updates']} updates)"
+        critic = f"{rows}: {c['action_gap']:.4f} / {c['gap_fraction']:.2f} / {c['return_corr']:.2f}"
         lams = ", ".join(f"{x['lam']:g}: {x['eval']['value']:.2f} ({x['shift']['zero_noise']:.3f})" for x in r["runs"])
         on_all = " on all data" if r["config"].get("reference_data") == "all" else ""
         eval_noise = r["config"].get("eval_noise", 0.0)

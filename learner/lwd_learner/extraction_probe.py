@@ -26,7 +26,9 @@ isolates it on one task, for one reference and several QAM temperatures:
 5. optionally (``--select-n``), the same critic without any policy update: best-of-N reference chunks
    by Q (:mod:`lwd_learner.q_selection`) against a random pick among the same N candidates, on the
    same evaluation scenes. It separates "the critic cannot rank the reference's chunks" from "QAM
-   does not turn the ranking into a policy".
+   does not turn the ranking into a policy"; with ``--mc-critic-updates`` the same check also runs
+   with a critic regressed on Monte-Carlo returns of the critic's rows (:mod:`lwd_learner.mc_critic`:
+   no TD), which separates "TD does not carry a chunk's effect back" from "the data cannot show it".
 
 The critic does not depend on lambda (DIVL trains it on replay actions only), so every lambda shares
 one critic measurement. Writes ``<out>/<task>.json`` and rewrites ``<out>/README.md``.
@@ -51,6 +53,7 @@ from lwd_learner.config import LearnerConfig, PolicyConfig
 from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_perturbation
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
 from lwd_learner.evaluate import EvalConfig, evaluate
+from lwd_learner.mc_critic import fit_mc_critic
 from lwd_learner.provenance import git_info, write_probe_result
 from lwd_learner.q_selection import best_of_n_policy, random_pick_policy
 from lwd_learner.replay import ReplayBuffer
@@ -89,6 +92,7 @@ class ExtractionProbeConfig:
     seed: int = 0
     select_n: tuple[int, ...] = ()  # best-of-N by Q check (step 5); empty = skip
     select_noise: float = 1.0  # flow-noise scale of candidates 1..N-1 (candidate 0: the evaluation noise)
+    mc_critic_updates: int = 0  # > 0: also fit a Monte-Carlo critic and run best-of-max(select_n) with it
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -106,6 +110,8 @@ class ExtractionProbeConfig:
                 f"rollout_perturb_p must be in [0, 1] and rollout_perturb_scale >= 0, "
                 f"got {self.rollout_perturb_p}, {self.rollout_perturb_scale}"
             )
+        if self.mc_critic_updates < 0 or (self.mc_critic_updates and not self.select_n):
+            raise ValueError("mc_critic_updates must be >= 0 and needs select_n (its best-of-N check)")
         if any(n < 2 for n in self.select_n):
             raise ValueError(f"select_n values must be >= 2 (N = 1 is the reference), got {self.select_n}")
 
@@ -189,6 +195,23 @@ def _selection_check(
     return {"noise": config.select_noise, "random_pick": {"n": control_n, "eval": random_pick}, "best_of_n": best}
 
 
+def _mc_critic_check(config, agent, reference, rows, diag_rows, fleet, normalizer, eval_cfg, keys, say) -> dict:
+    """Step 5's Monte-Carlo variant: fit a critic on the rows' returns, diagnose it, best-of-max(N) with it."""
+    params, loss = fit_mc_critic(
+        agent, rows.sample, config.mc_critic_updates, config.batch_size, keys[2], seed=config.seed
+    )
+    n = max(config.select_n)
+    policy = best_of_n_policy(agent, reference, params, n, config.select_noise, config.seed)
+    score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+    say(f"  Monte-Carlo critic ({config.mc_critic_updates} updates): best of {n} by Q: {score['value']:.3f}")
+    return {
+        "updates": config.mc_critic_updates,
+        "final_loss": loss,
+        "critic": critic_diagnostics(agent_q_fn(agent, params), *diag_rows, keys[3]),
+        "best_of_n": {"n": n, "eval": score},
+    }
+
+
 def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
     """Steps 1-4 of the module docstring; returns the results dict."""
     from lwd_learner.bench_learning import offline_data
@@ -241,7 +264,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)
         obs, actions = jnp.asarray(batch["obs"]), jnp.asarray(batch["actions"])
 
-        runs, critic, selection = [], None, None
+        runs, critic, selection, mc_critic = [], None, None, None
         for lam in config.lams:
             agent = LWDAgent(learner_config(config, normalizer, lam, config.offline_updates))
             rl_state = agent.start_rl(agent.init(keys[2]).replace(reference_params=reference))
@@ -255,6 +278,11 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
                 if config.select_n:
                     selection = _selection_check(
                         config, agent, reference, rl_state.critic_params, fleet, normalizer, eval_cfg, say
+                    )
+                if config.mc_critic_updates:
+                    diag_rows = (obs, actions, batch["return_to_go"])
+                    mc_critic = _mc_critic_check(
+                        config, agent, reference, rows, diag_rows, fleet, normalizer, eval_cfg, keys, say
                     )
             policy = agent_policy(agent, rl_state.policy_params)
             score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
@@ -275,6 +303,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         "critic_rows": "reference rollouts" if rollouts else "offline buffer",
         "critic": critic,
         "selection": selection,
+        "mc_critic": mc_critic,
         "runs": runs,
         "runtime_s": round(time.perf_counter() - t_start, 1),
     }
@@ -312,6 +341,11 @@ def summary_markdown(folder: Path) -> str:
             best = ", ".join(f"N={b['n']}: {b['eval']['value']:.2f}" for b in sel["best_of_n"])
             pick = sel["random_pick"]
             sel_text = f"{best} (N={pick['n']}: {pick['eval']['value']:.2f}; noise {sel['noise']:g})"
+        mc = r.get("mc_critic")
+        if mc:
+            gap, best_mc = mc["critic"]["action_gap"], mc["best_of_n"]
+            sel_text += f"; MC critic ({mc['updates']} updates, gap {gap:.4f}): "
+            sel_text += f"N={best_mc['n']}: {best_mc['eval']['value']:.2f}"
         commit = r["git"]["commit"][:8]
         lines.append(f"| {path.stem} | {ref} | {roll_text} | {critic} | {lams} | {sel_text} | {commit} |")
     return "\n".join(lines) + "\n"
@@ -339,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--select-n", type=int, nargs="*", default=list(d.select_n), help="best-of-N by Q check")
     p.add_argument("--select-noise", type=float, default=d.select_noise)
+    p.add_argument("--mc-critic-updates", type=int, default=d.mc_critic_updates, help="Monte-Carlo critic check")
     p.add_argument("--name", default=None, help="results file stem (default: the task)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -362,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         select_n=tuple(a.select_n),
         select_noise=a.select_noise,
+        mc_critic_updates=a.mc_critic_updates,
     )
     write_probe_result(a.out, a.name or config.task, run_probe(config), summary_markdown)
     return 0

@@ -16,7 +16,7 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     argv = ["--task", "restocking", "--profile", "quick", "--episodes-per-task", "6", "--data-dir", str(data)]
     argv += ["--sft-updates", "30", "--offline-updates", "15", "--batch-size", "32", "--lams", "1e30", "1e-4"]
     argv += ["--rollouts", "3", "--rollout-noise", "0.5", "--eval-scenes", "2", "--envs", "3"]
-    argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--rollout-perturb-p", "0.5"]
+    argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--rollout-perturb-p", "0.5", "--mc-critic-updates", "5"]
     argv += ["--name", "micro", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert any(data.glob("*.mcap")), "the generated offline buffer is kept in --data-dir"
@@ -39,6 +39,9 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     assert selection["noise"] == 0.7 and selection["random_pick"]["n"] == 3
     assert [b["n"] for b in selection["best_of_n"]] == [2, 3]
     assert all(b["eval"]["episodes"] == 2 for b in [*selection["best_of_n"], selection["random_pick"]])
+    mc = result["mc_critic"]
+    assert mc["updates"] == 5 and mc["best_of_n"]["n"] == 3 and mc["best_of_n"]["eval"]["episodes"] == 2
+    assert set(mc["critic"]) >= {"action_gap", "grad_norm"} and mc["final_loss"] >= 0
     assert result["git"]["commit"] and result["command"].startswith("python -m lwd_learner.extraction_probe")
     table = (tmp_path / "out" / "README.md").read_text()
     assert "| micro | " in table and "3 at noise 0.5" in table and "noise 0.7" in table and "perturbed by 0.5" in table
@@ -57,6 +60,8 @@ def test_probe_config_rejects_bad_values() -> None:
         ExtractionProbeConfig(task="restocking", rollout_perturb_p=1.5)
     with pytest.raises(ValueError, match="select_n"):
         ExtractionProbeConfig(task="restocking", select_n=(1,))
+    with pytest.raises(ValueError, match="mc_critic_updates"):
+        ExtractionProbeConfig(task="restocking", mc_critic_updates=100)
 
 
 def test_perturbed_chunks_offsets_the_chosen_rows_smoothly() -> None:

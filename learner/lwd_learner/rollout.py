@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -323,7 +324,9 @@ class SimFleet:
             subtasks_done=int(info["subtask_index"]),
             num_subtasks=int(env.task.num_subtasks),
             policy_version=policy_version,
-            episode_id=f"sim-{spec.task}-seed{spec.seed}-v{policy_version}",
+            # unique per executed episode, as a robot's are: the replay skips a known id, so a spec run
+            # twice (repeated scenes, branching from one state) must not collapse into one episode
+            episode_id=f"sim-{spec.task}-seed{spec.seed}-v{policy_version}-{uuid.uuid4().hex[:8]}",
         )
         human = episode.action_source == ActionSource.HUMAN
         return RolloutResult(

@@ -57,6 +57,17 @@ def test_policy_only_rollout_is_chunked_and_recorded(fleet) -> None:
     assert stats.env_steps == 3 * 240
 
 
+def test_a_scene_run_twice_gives_two_episodes_the_replay_keeps(fleet) -> None:
+    spec = EpisodeSpec("restocking", 7)
+    results, _ = fleet.run(_hold, fleet.norm, [spec, spec], np.random.default_rng(0))
+    first, second = (r.episode for r in results)
+    np.testing.assert_array_equal(first.states, second.states)  # same scene, same policy: same episode...
+    assert first.episode_id != second.episode_id  # ...but two executions, both kept
+    buffer = ReplayBuffer(fleet.norm, H, 0.99)
+    buffer.add_episodes([first, second])
+    assert buffer.num_episodes == 2
+
+
 def test_expert_takeover_is_recorded_as_intervention(fleet) -> None:
     takeover = TakeoverConfig(stall_steps=40, max_takeover_steps=200, max_takeovers=3)
     results, _ = fleet.run(

@@ -213,7 +213,7 @@ def _mc_critic_check(config, agent, reference, rows, diag_rows, fleet, normalize
 
 
 def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
-    """Steps 1-4 of the module docstring; returns the results dict."""
+    """Steps 1-5 of the module docstring; returns the results dict."""
     from lwd_learner.bench_learning import offline_data
 
     t_start = time.perf_counter()

@@ -146,6 +146,7 @@ class LWDAgent:
         self.sft_update_fn = self._sft_update
         self.update = jax.jit(self._update)
         self.sft_update = jax.jit(self._sft_update)
+        self.extract_update = jax.jit(self._extract_update)
         self.sample_actions = jax.jit(self._sample_actions)
 
     # ------------------------------------------------------------------ setup
@@ -272,34 +273,7 @@ class LWDAgent:
         target_critic_params = optax.incremental_update(critic_params, state.target_critic_params, rate)
 
         # 4. QAM against the frozen reference, using the updated critic's action gradient.
-        #    The terminal gradient uses the mean of the two Q heads (as the QAM reference code
-        #    does); the pessimistic min is reserved for value targets.
-        def q_fn(a: jax.Array) -> jax.Array:
-            return jnp.mean(self.critic.apply(critic_params, obs, a), axis=0)
-
-        k_noise, k_steps = jax.random.split(key)
-        noise = jax.random.normal(k_noise, actions.shape, actions.dtype)
-        z_ref, reference_fn = self._embedded_velocity_fn(state.reference_params, obs)
-        steps, schedule = cfg.policy.flow_steps, cfg.policy.noise_schedule
-        if schedule == "lwd":  # eq. 9 as written: deterministic rollout of f_beta
-            targets = qam.adjoint_targets(reference_fn, q_fn, z_ref, noise, steps, cfg.policy.lam)
-        else:  # memoryless SDE rollout of the current f_theta, lean adjoint of f_beta
-            z_pol, current_fn = self._embedded_velocity_fn(jax.lax.stop_gradient(state.policy_params), obs)
-            step_noise = jax.random.normal(jax.random.fold_in(key, 1), (steps, *actions.shape), actions.dtype)
-            targets = qam.memoryless_adjoint_targets(
-                current_fn, reference_fn, q_fn, z_pol, z_ref, noise, step_noise, cfg.policy.lam
-            )
-        step_indices = None
-        if cfg.policy.qam_loss_steps is not None:
-            step_indices = jax.random.randint(k_steps, (cfg.policy.qam_loss_steps, obs.shape[0]), 0, steps)
-
-        def policy_loss(params: Params) -> jax.Array:
-            z, policy_fn = self._embedded_velocity_fn(params, obs)
-            return qam.adjoint_matching_loss(policy_fn, z, targets, step_indices, schedule)
-
-        pi_loss, pi_grads = jax.value_and_grad(policy_loss)(state.policy_params)
-        pi_updates, policy_opt = self.policy_tx.update(pi_grads, state.policy_opt, state.policy_params)
-        policy_params = optax.apply_updates(state.policy_params, pi_updates)
+        policy_params, policy_opt, pi_metrics = self._policy_step(state, critic_params, obs, key)
 
         new_state = state.replace(
             step=state.step + 1,
@@ -317,14 +291,63 @@ class LWDAgent:
             **v_metrics,
             **q_metrics,
             **b_metrics,
-            "qam_loss": pi_loss,
+            **pi_metrics,
             "td_target_mean": jnp.mean(y),
             "value_target_mean": jnp.mean(target_q),
             "bootstrap_mean": jnp.mean(bootstrap),
+        }
+        return new_state, metrics
+
+    def _policy_step(
+        self, state: TrainState, critic_params: Params, obs: jax.Array, key: jax.Array
+    ) -> tuple[Params, optax.OptState, Metrics]:
+        """One QAM step of ``f_theta`` against the frozen reference, with ``critic_params``' action gradient.
+
+        The terminal gradient uses the mean of the two Q heads (as the QAM reference code does); the
+        pessimistic min is reserved for value targets.
+        """
+        cfg = self.config
+        net = cfg.network
+
+        def q_fn(a: jax.Array) -> jax.Array:
+            return jnp.mean(self.critic.apply(critic_params, obs, a), axis=0)
+
+        k_noise, k_steps = jax.random.split(key)
+        noise = jax.random.normal(k_noise, (obs.shape[0], net.horizon, net.action_dim), obs.dtype)
+        z_ref, reference_fn = self._embedded_velocity_fn(state.reference_params, obs)
+        steps, schedule = cfg.policy.flow_steps, cfg.policy.noise_schedule
+        if schedule == "lwd":  # eq. 9 as written: deterministic rollout of f_beta
+            targets = qam.adjoint_targets(reference_fn, q_fn, z_ref, noise, steps, cfg.policy.lam)
+        else:  # memoryless SDE rollout of the current f_theta, lean adjoint of f_beta
+            z_pol, current_fn = self._embedded_velocity_fn(jax.lax.stop_gradient(state.policy_params), obs)
+            step_noise = jax.random.normal(jax.random.fold_in(key, 1), (steps, *noise.shape), noise.dtype)
+            targets = qam.memoryless_adjoint_targets(
+                current_fn, reference_fn, q_fn, z_pol, z_ref, noise, step_noise, cfg.policy.lam
+            )
+        step_indices = None
+        if cfg.policy.qam_loss_steps is not None:
+            step_indices = jax.random.randint(k_steps, (cfg.policy.qam_loss_steps, obs.shape[0]), 0, steps)
+
+        def policy_loss(params: Params) -> jax.Array:
+            z, policy_fn = self._embedded_velocity_fn(params, obs)
+            return qam.adjoint_matching_loss(policy_fn, z, targets, step_indices, schedule)
+
+        pi_loss, pi_grads = jax.value_and_grad(policy_loss)(state.policy_params)
+        pi_updates, policy_opt = self.policy_tx.update(pi_grads, state.policy_opt, state.policy_params)
+        metrics = {
+            "qam_loss": pi_loss,
             "adjoint_norm": jnp.mean(jnp.sqrt(jnp.sum(jnp.square(targets.adjoints), axis=(-2, -1)))),
             "policy_grad_norm": optax.tree.norm(pi_grads),
         }
-        return new_state, metrics
+        return optax.apply_updates(state.policy_params, pi_updates), policy_opt, metrics
+
+    def _extract_update(
+        self, state: TrainState, critic_params: Params, batch: Batch, key: jax.Array
+    ) -> tuple[TrainState, Metrics]:
+        """QAM alone against a fixed critic (no value or critic learning): policy extraction from any
+        Q-network with the agent's critic architecture, e.g. the probe's Monte-Carlo critic."""
+        policy_params, policy_opt, metrics = self._policy_step(state, critic_params, batch["obs"], key)
+        return state.replace(step=state.step + 1, policy_params=policy_params, policy_opt=policy_opt), metrics
 
     def _sft_update(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         """Flow-matching BC step on the reference ``f_beta`` (eq. 34)."""

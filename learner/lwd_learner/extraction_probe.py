@@ -28,7 +28,14 @@ isolates it on one task, for one reference and several QAM temperatures:
    same evaluation scenes. It separates "the critic cannot rank the reference's chunks" from "QAM
    does not turn the ranking into a policy"; with ``--mc-critic-updates`` the same check also runs
    with a critic regressed on Monte-Carlo returns of the critic's rows (:mod:`lwd_learner.mc_critic`:
-   no TD), which separates "TD does not carry a chunk's effect back" from "the data cannot show it".
+   no TD), which separates "TD does not carry a chunk's effect back" from "the data cannot show it",
+   and QAM is also run against that critic alone (:func:`lwd_learner.stages.run_extraction`), which
+   asks whether QAM turns a critic that does rank chunks into a better policy;
+6. optionally (``--branch-scenes``), same-state branches (:mod:`lwd_learner.branching`): per scene,
+   ``--branch-width`` lockstep copies of the deterministic reference, all but one executing a perturbed
+   chunk at one replan. They join the offline buffer and the critic's rows, and each critic (DIVL, and
+   the Monte-Carlo one when fitted) is scored on ranking the successful copies above the failed ones
+   from the state where they split: the data that rollouts cannot give, and its positive control.
 
 The critic does not depend on lambda (DIVL trains it on replay actions only), so every lambda shares
 one critic measurement. Writes ``<out>/<task>.json`` and rewrites ``<out>/README.md``.
@@ -49,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lwd_learner.agent import LWDAgent
+from lwd_learner.branching import BranchConfig, branch_ranking, run_branches
 from lwd_learner.config import LearnerConfig, PolicyConfig
 from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_perturbation
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
@@ -58,7 +66,7 @@ from lwd_learner.provenance import git_info, write_probe_result
 from lwd_learner.q_selection import best_of_n_policy, random_pick_policy
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
-from lwd_learner.stages import OfflineConfig, SFTConfig, run_offline, run_sft
+from lwd_learner.stages import OfflineConfig, SFTConfig, run_extraction, run_offline, run_sft
 from lwd_protocol.episode import EpisodeSource
 from lwd_protocol.robot_spec import CHUNK_HORIZON
 from lwd_protocol.tasks import TASK_NAMES, task_info
@@ -93,6 +101,9 @@ class ExtractionProbeConfig:
     select_n: tuple[int, ...] = ()  # best-of-N by Q check (step 5); empty = skip
     select_noise: float = 1.0  # flow-noise scale of candidates 1..N-1 (candidate 0: the evaluation noise)
     mc_critic_updates: int = 0  # > 0: also fit a Monte-Carlo critic and run best-of-max(select_n) with it
+    branch_scenes: int = 0  # step 6: scenes of same-state branches added to the buffer; 0 = none
+    branch_width: int = 8
+    branch_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -112,8 +123,15 @@ class ExtractionProbeConfig:
             )
         if self.mc_critic_updates < 0 or (self.mc_critic_updates and not self.select_n):
             raise ValueError("mc_critic_updates must be >= 0 and needs select_n (its best-of-N check)")
+        if self.branch_scenes < 0:
+            raise ValueError(f"branch_scenes must be >= 0, got {self.branch_scenes}")
+        if self.branch_scenes:
+            self.branch_config()  # validates width and scale
         if any(n < 2 for n in self.select_n):
             raise ValueError(f"select_n values must be >= 2 (N = 1 is the reference), got {self.select_n}")
+
+    def branch_config(self) -> BranchConfig:
+        return BranchConfig(self.branch_scenes, self.branch_width, self.branch_scale, seed=self.seed)
 
 
 def learner_config(config: ExtractionProbeConfig, normalizer: Normalizer, lam: float, updates: int) -> LearnerConfig:
@@ -178,37 +196,66 @@ def _rollout_summary(results) -> dict:
     }
 
 
-def _selection_check(
-    config: ExtractionProbeConfig, agent, reference, critic_params, fleet, normalizer, eval_cfg, say
-) -> dict:
+def _critic_rows(rollouts: list, branches: list) -> str:
+    parts = [name for name, eps in (("reference rollouts", rollouts), ("branches", branches)) if eps]
+    return " + ".join(parts) or "offline buffer"
+
+
+def _branch_summary(config: ExtractionProbeConfig, groups) -> dict:
+    return {
+        "scenes": len(groups),
+        "width": config.branch_width,
+        "scale": config.branch_scale,
+        "mixed_groups": sum(g.mixed for g in groups),
+        "identical_split_states": sum(g.state_spread == 0.0 for g in groups),
+        "unperturbed_success": float(np.mean([g.success[0] for g in groups])),
+        "branched_success": float(np.mean([s for g in groups for s in g.success[1:]])),
+        "groups": [dataclasses.asdict(g) for g in groups],
+    }
+
+
+def _selection_check(config: ExtractionProbeConfig, agent, reference, critic_params, score_of, say) -> dict:
     """Step 5: best-of-N by Q for each N, and a random pick among max(N) candidates as the control."""
     control_n = max(config.select_n)
     control = random_pick_policy(agent, reference, control_n, config.select_noise, config.seed)
-    random_pick = _score(evaluate(fleet, control, normalizer, eval_cfg), config.task)
+    random_pick = score_of(control)
     say(f"  random pick of {control_n} at noise {config.select_noise:g}: {random_pick['value']:.3f}")
     best = []
     for n in config.select_n:
         policy = best_of_n_policy(agent, reference, critic_params, n, config.select_noise, config.seed)
-        score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+        score = score_of(policy)
         best.append({"n": n, "eval": score})
         say(f"  best of {n} by Q: {score['value']:.3f}")
     return {"noise": config.select_noise, "random_pick": {"n": control_n, "eval": random_pick}, "best_of_n": best}
 
 
-def _mc_critic_check(config, agent, reference, rows, diag_rows, fleet, normalizer, eval_cfg, keys, say) -> dict:
-    """Step 5's Monte-Carlo variant: fit a critic on the rows' returns, diagnose it, best-of-max(N) with it."""
+def _mc_critic_check(config, agent, reference, rows, offline, diag_rows, score_of, keys, rank, say) -> dict:
+    """Step 5's Monte-Carlo variant: fit a critic on the rows' returns, diagnose it, best-of-max(N) with it,
+    ``rank`` it on the branches (when there are any), and extract a policy from it by QAM alone
+    (``agent``'s lambda, ``offline_updates`` steps on the offline buffer's states)."""
     params, loss = fit_mc_critic(
         agent, rows.sample, config.mc_critic_updates, config.batch_size, keys[2], seed=config.seed
     )
     n = max(config.select_n)
     policy = best_of_n_policy(agent, reference, params, n, config.select_noise, config.seed)
-    score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+    score = score_of(policy)
     say(f"  Monte-Carlo critic ({config.mc_critic_updates} updates): best of {n} by Q: {score['value']:.3f}")
+    q_fn = agent_q_fn(agent, params)
+    state = agent.start_rl(agent.init(keys[2]).replace(reference_params=reference))
+    extract_cfg = OfflineConfig(
+        num_updates=config.offline_updates, batch_size=config.batch_size, log_every=config.offline_updates
+    )
+    state, _ = run_extraction(agent, state, params, offline, extract_cfg, keys[3])
+    qam_score = score_of(agent_policy(agent, state.policy_params))
+    shift = policy_shift(agent, state.policy_params, reference, diag_rows[0][:256], keys[2])
+    say(f"  QAM against the Monte-Carlo critic, lambda {agent.config.policy.lam:g}: {qam_score['value']:.3f}")
     return {
         "updates": config.mc_critic_updates,
         "final_loss": loss,
-        "critic": critic_diagnostics(agent_q_fn(agent, params), *diag_rows, keys[3]),
+        "critic": critic_diagnostics(q_fn, *diag_rows, keys[3]),
         "best_of_n": {"n": n, "eval": score},
+        "branch_ranking": rank(q_fn),
+        "qam": {"lam": agent.config.policy.lam, "eval": qam_score, "shift": shift},
     }
 
 
@@ -238,8 +285,12 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         noise_scale=config.eval_noise,
     )
     fleet = SimFleet((config.task,), config.envs, None)
+
+    def score_of(policy) -> dict:
+        return _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+
     try:
-        ref_eval = _score(evaluate(fleet, agent_policy(sft_agent, reference), normalizer, eval_cfg), config.task)
+        ref_eval = score_of(agent_policy(sft_agent, reference))
         say(f"[extraction_probe {config.task}] reference ({config.sft_updates} SFT updates): {ref_eval['value']:.3f}")
         rollouts: list[EpisodeArrays] = []
         rollout_info = None
@@ -257,10 +308,22 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
                 f"  {config.rollouts} reference rollouts at noise {config.rollout_noise}: "
                 f"success {rollout_info['success_rate']:.3f}"
             )
+        branches, groups = [], []
+        if config.branch_scenes:
+            branch_policy = agent_policy(sft_agent, reference)
+            branches, groups = run_branches(
+                config.task, branch_policy, normalizer, config.branch_config(), config.execute_steps, say
+            )
         offline = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
-        offline.add_episodes(episodes + rollouts)
+        offline.add_episodes(episodes + rollouts + branches)
         rows = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
-        rows.add_episodes(rollouts or episodes)
+        rows.add_episodes((rollouts + branches) or episodes)
+
+        def rank(q_fn) -> dict | None:
+            if not groups:
+                return None
+            return branch_ranking(q_fn, normalizer, branches, groups, gamma, CHUNK_HORIZON)
+
         batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)
         obs, actions = jnp.asarray(batch["obs"]), jnp.asarray(batch["actions"])
 
@@ -275,17 +338,16 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
             if critic is None:
                 q_fn = agent_q_fn(agent, rl_state.critic_params)
                 critic = critic_diagnostics(q_fn, obs, actions, batch["return_to_go"], keys[3])
+                critic["branch_ranking"] = rank(q_fn)
                 if config.select_n:
-                    selection = _selection_check(
-                        config, agent, reference, rl_state.critic_params, fleet, normalizer, eval_cfg, say
-                    )
+                    selection = _selection_check(config, agent, reference, rl_state.critic_params, score_of, say)
                 if config.mc_critic_updates:
                     diag_rows = (obs, actions, batch["return_to_go"])
                     mc_critic = _mc_critic_check(
-                        config, agent, reference, rows, diag_rows, fleet, normalizer, eval_cfg, keys, say
+                        config, agent, reference, rows, offline, diag_rows, score_of, keys, rank, say
                     )
             policy = agent_policy(agent, rl_state.policy_params)
-            score = _score(evaluate(fleet, policy, normalizer, eval_cfg), config.task)
+            score = score_of(policy)
             shift = policy_shift(agent, rl_state.policy_params, reference, obs[:256], keys[2])
             runs.append({"lam": lam, "eval": score, "shift": shift, "updates_per_s": off_log.updates_per_s})
             say(f"  lambda {lam:g}: {score['value']:.3f} (shift {shift['zero_noise']:.4f})")
@@ -300,13 +362,32 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         "data": data_info,
         "reference": ref_eval,
         "rollouts": rollout_info,
-        "critic_rows": "reference rollouts" if rollouts else "offline buffer",
+        "critic_rows": _critic_rows(rollouts, branches),
+        "branches": _branch_summary(config, groups) if groups else None,
         "critic": critic,
         "selection": selection,
         "mc_critic": mc_critic,
         "runs": runs,
         "runtime_s": round(time.perf_counter() - t_start, 1),
     }
+
+
+def _branch_text(result: dict) -> str:
+    """``scenes x width, scale: mixed groups / DIVL agreement (MC agreement)``, or ``-``."""
+    br = result.get("branches")
+    if not br:
+        return "-"
+
+    def agreement(ranking: dict | None) -> str:
+        value = (ranking or {}).get("agreement")
+        return "-" if value is None else f"{value:.2f}"
+
+    mc = result.get("mc_critic") or {}
+    text = f"{br['scenes']} x {br['width']} at {br['scale']:g}: {br['mixed_groups']} / "
+    text += agreement(result["critic"].get("branch_ranking"))
+    if mc.get("branch_ranking"):
+        text += f" ({agreement(mc['branch_ranking'])})"
+    return text
 
 
 def summary_markdown(folder: Path) -> str:
@@ -316,8 +397,8 @@ def summary_markdown(folder: Path) -> str:
         "(grocery) or step-wise score (long-horizon); shift = rms policy - reference chunk from zero noise.",
         "",
         "| run | reference | rollouts (success) | critic rows: gap / share > 0 / corr(Q, return) "
-        "| lambda: score (shift) | best-of-N by Q (random pick) | commit |",
-        "|---|---|---|---|---|---|---|",
+        "| lambda: score (shift) | best-of-N by Q (random pick) | branches: mixed / P(Q win) DIVL (MC) | commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
@@ -346,8 +427,11 @@ def summary_markdown(folder: Path) -> str:
             gap, best_mc = mc["critic"]["action_gap"], mc["best_of_n"]
             sel_text += f"; MC critic ({mc['updates']} updates, gap {gap:.4f}): "
             sel_text += f"N={best_mc['n']}: {best_mc['eval']['value']:.2f}"
+            if mc.get("qam"):
+                sel_text += f", QAM {mc['qam']['lam']:g}: {mc['qam']['eval']['value']:.2f}"
         commit = r["git"]["commit"][:8]
-        lines.append(f"| {path.stem} | {ref} | {roll_text} | {critic} | {lams} | {sel_text} | {commit} |")
+        cells = [path.stem, ref, roll_text, critic, lams, sel_text, _branch_text(r), commit]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -374,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select-n", type=int, nargs="*", default=list(d.select_n), help="best-of-N by Q check")
     p.add_argument("--select-noise", type=float, default=d.select_noise)
     p.add_argument("--mc-critic-updates", type=int, default=d.mc_critic_updates, help="Monte-Carlo critic check")
+    p.add_argument("--branch-scenes", type=int, default=d.branch_scenes, help="same-state branch check")
+    p.add_argument("--branch-width", type=int, default=d.branch_width)
+    p.add_argument("--branch-scale", type=float, default=d.branch_scale)
     p.add_argument("--name", default=None, help="results file stem (default: the task)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -398,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         select_n=tuple(a.select_n),
         select_noise=a.select_noise,
         mc_critic_updates=a.mc_critic_updates,
+        branch_scenes=a.branch_scenes,
+        branch_width=a.branch_width,
+        branch_scale=a.branch_scale,
     )
     write_probe_result(a.out, a.name or config.task, run_probe(config), summary_markdown)
     return 0

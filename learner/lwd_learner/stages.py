@@ -274,6 +274,31 @@ def run_offline(
     return state, log
 
 
+def run_extraction(
+    agent: LWDAgent,
+    state: TrainState,
+    critic_params: Any,
+    buffer: ReplayBuffer,
+    config: OfflineConfig,
+    key: jax.Array,
+) -> tuple[TrainState, StageLog]:
+    """QAM alone against a fixed critic (:meth:`LWDAgent.extract_update`) on the buffer's states: the
+    offline stage's policy extraction with the value learning taken out, for critics learned elsewhere."""
+    _check_buffer(agent.config, buffer)
+    log = StageLog("extraction")
+    trainer = _Trainer(log, config.log_every)
+    k_rng, k_steps = jax.random.split(key)
+    rng = numpy_rng(k_rng)
+
+    def update(s: TrainState, batch: dict, k: jax.Array):
+        return agent.extract_update(s, critic_params, batch, k)
+
+    for k in jax.random.split(k_steps, config.num_updates):
+        state = trainer.step(update, state, lambda: buffer.sample(rng, config.batch_size), k)
+    trainer.flush()
+    return state, log
+
+
 def online_specs(tasks: tuple[str, ...], count: int, first_seed: int) -> list[EpisodeSpec]:
     """``count`` episodes spread round-robin over ``tasks`` with consecutive env seeds."""
     return [EpisodeSpec(tasks[i % len(tasks)], first_seed + i) for i in range(count)]

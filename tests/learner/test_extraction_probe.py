@@ -17,14 +17,22 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     argv += ["--sft-updates", "30", "--offline-updates", "15", "--batch-size", "32", "--lams", "1e30", "1e-4"]
     argv += ["--rollouts", "3", "--rollout-noise", "0.5", "--eval-scenes", "2", "--envs", "3"]
     argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--rollout-perturb-p", "0.5", "--mc-critic-updates", "5"]
-    argv += ["--name", "micro", "--out", str(tmp_path / "out")]
+    argv += ["--branch-scenes", "2", "--branch-width", "3", "--name", "micro", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert any(data.glob("*.mcap")), "the generated offline buffer is kept in --data-dir"
     result = json.loads((tmp_path / "out" / "micro.json").read_text())
     assert result["metric"] == "success" and 0.0 <= result["reference"]["value"] <= 1.0
     assert result["rollouts"]["episodes"] == 3 and len(result["rollouts"]["subtasks_done"]) == 3
     assert 0 < result["rollouts"]["perturbed_chunks"] < result["rollouts"]["chunk_queries"]
-    assert result["critic_rows"] == "reference rollouts"
+    assert result["critic_rows"] == "reference rollouts + branches"
+    branches = result["branches"]
+    assert branches["scenes"] == 2 and branches["width"] == 3 and len(branches["groups"]) == 2
+    assert all(len(g["success"]) == 3 for g in branches["groups"])
+    reached = [g for g in branches["groups"] if g["state_spread"] is not None]
+    # lockstep copies of one scene under the deterministic reference are identical when they split
+    assert branches["identical_split_states"] == len(reached)
+    ranking = result["critic"]["branch_ranking"]
+    assert ranking["mixed_groups"] == branches["mixed_groups"] and "branch_ranking" in result["mc_critic"]
     assert set(result["critic"]) >= {"action_gap", "gap_fraction", "grad_norm", "return_corr"}
     huge, tiny = result["runs"]
     assert [huge["lam"], tiny["lam"]] == [1e30, 1e-4]
@@ -42,6 +50,9 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     mc = result["mc_critic"]
     assert mc["updates"] == 5 and mc["best_of_n"]["n"] == 3 and mc["best_of_n"]["eval"]["episodes"] == 2
     assert set(mc["critic"]) >= {"action_gap", "grad_norm"} and mc["final_loss"] >= 0
+    # QAM against the Monte-Carlo critic alone, at the first lambda (huge: the policy barely moves)
+    assert mc["qam"]["lam"] == 1e30 and mc["qam"]["eval"]["episodes"] == 2
+    assert mc["qam"]["shift"]["zero_noise"] < 0.03
     assert result["git"]["commit"] and result["command"].startswith("python -m lwd_learner.extraction_probe")
     table = (tmp_path / "out" / "README.md").read_text()
     assert "| micro | " in table and "3 at noise 0.5" in table and "noise 0.7" in table and "perturbed by 0.5" in table
@@ -62,6 +73,8 @@ def test_probe_config_rejects_bad_values() -> None:
         ExtractionProbeConfig(task="restocking", select_n=(1,))
     with pytest.raises(ValueError, match="mc_critic_updates"):
         ExtractionProbeConfig(task="restocking", mc_critic_updates=100)
+    with pytest.raises(ValueError, match="width"):
+        ExtractionProbeConfig(task="restocking", branch_scenes=4, branch_width=1)
 
 
 def test_perturbed_chunks_offsets_the_chosen_rows_smoothly() -> None:

@@ -85,6 +85,27 @@ def test_td_target_uses_quantile_of_updated_value() -> None:
     np.testing.assert_allclose(float(metrics["tau_mean"]), tau.mean(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("schedule", ["lwd", "memoryless"])
+def test_extract_update_is_the_full_updates_policy_step_with_the_critic_held_fixed(schedule: str) -> None:
+    """QAM against a given critic = the policy half of the DIVL + QAM update that produced that critic
+    (same key, same batch), and it leaves every other part of the state alone."""
+    config = LearnerConfig(network=SMALL, policy=PolicyConfig(flow_steps=3, noise_schedule=schedule))
+    agent = LWDAgent(config)
+    state = agent.start_rl(agent.init(jax.random.key(4)))
+    state, _ = agent.update(state, _batch(jax.random.key(5), SMALL), jax.random.key(6))  # policy != reference
+    batch, key = _batch(jax.random.key(7), SMALL), jax.random.key(8)
+    full, full_metrics = agent.update(state, batch, key)
+    extracted, metrics = agent.extract_update(state, full.critic_params, batch, key)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(extracted.policy_params), jax.tree_util.tree_leaves(full.policy_params), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(metrics["qam_loss"]), float(full_metrics["qam_loss"]), rtol=1e-5)
+    for name in ("critic_params", "target_critic_params", "value_params", "reference_params"):
+        assert _leaves_equal(getattr(extracted, name), getattr(state, name)), name
+    assert int(extracted.step) == int(state.step) + 1
+
+
 def test_sft_update_trains_reference_only_and_start_rl_copies() -> None:
     agent = LWDAgent(LearnerConfig(network=SMALL))
     state = agent.init(jax.random.key(0))

@@ -129,6 +129,20 @@ def run_branches(
     return episodes, groups
 
 
+def split_groups(
+    episodes: list[EpisodeArrays], groups: list[BranchGroup], held_out: float
+) -> tuple[tuple[list[EpisodeArrays], list[BranchGroup]], tuple[list[EpisodeArrays], list[BranchGroup]]]:
+    """``((train episodes, groups), (held-out episodes, groups))``: the last ``round(held_out * scenes)``
+    whole groups are held out, so a critic trained on the rest is ranked on scenes it never saw."""
+    if not 0.0 <= held_out < 1.0:
+        raise ValueError(f"held_out must be in [0, 1), got {held_out}")
+    if not groups or len(episodes) % len(groups):
+        raise ValueError(f"{len(episodes)} episodes do not split into {len(groups)} equal groups")
+    width = len(episodes) // len(groups)
+    keep = len(groups) - round(held_out * len(groups))
+    return (episodes[: keep * width], groups[:keep]), (episodes[keep * width :], groups[keep:])
+
+
 def branch_ranking(
     q_fn: Callable,
     normalizer: Normalizer,

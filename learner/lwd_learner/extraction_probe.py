@@ -33,9 +33,11 @@ isolates it on one task, for one reference and several QAM temperatures:
    asks whether QAM turns a critic that does rank chunks into a better policy;
 6. optionally (``--branch-scenes``), same-state branches (:mod:`lwd_learner.branching`): per scene,
    ``--branch-width`` lockstep copies of the deterministic reference, all but one executing a perturbed
-   chunk at one replan. They join the offline buffer and the critic's rows, and each critic (DIVL, and
-   the Monte-Carlo one when fitted) is scored on ranking the successful copies above the failed ones
-   from the state where they split: the data that rollouts cannot give, and its positive control.
+   chunk at one replan. All but the last ``--branch-held-out`` of the scenes join the offline buffer
+   and the critic's rows; each critic (DIVL, and the Monte-Carlo one when fitted) is scored on ranking
+   the successful copies above the failed ones from the state where they split, on the scenes it
+   trained on and on the held-out ones: the data that rollouts cannot give, and whether what a critic
+   learns from it carries to states it has not seen.
 
 The critic does not depend on lambda (DIVL trains it on replay actions only), so every lambda shares
 one critic measurement. Writes ``<out>/<task>.json`` and rewrites ``<out>/README.md``.
@@ -56,14 +58,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lwd_learner.agent import LWDAgent
-from lwd_learner.branching import BranchConfig, branch_ranking, run_branches
+from lwd_learner.branching import BranchConfig, branch_ranking, run_branches, split_groups
 from lwd_learner.config import LearnerConfig, PolicyConfig
 from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_perturbation
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
 from lwd_learner.evaluate import EvalConfig, evaluate
 from lwd_learner.mc_critic import fit_mc_critic
 from lwd_learner.provenance import git_info, write_probe_result
-from lwd_learner.q_selection import best_of_n_policy, random_pick_policy
+from lwd_learner.q_selection import CANDIDATES, best_of_n_policy, random_pick_policy
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_policy
 from lwd_learner.stages import OfflineConfig, SFTConfig, run_extraction, run_offline, run_sft
@@ -100,10 +102,12 @@ class ExtractionProbeConfig:
     seed: int = 0
     select_n: tuple[int, ...] = ()  # best-of-N by Q check (step 5); empty = skip
     select_noise: float = 1.0  # flow-noise scale of candidates 1..N-1 (candidate 0: the evaluation noise)
+    select_candidates: str = "flow"  # or "offset": candidate 0 plus smooth offsets of select_noise
     mc_critic_updates: int = 0  # > 0: also fit a Monte-Carlo critic and run best-of-max(select_n) with it
     branch_scenes: int = 0  # step 6: scenes of same-state branches added to the buffer; 0 = none
     branch_width: int = 8
     branch_scale: float = 1.0
+    branch_held_out: float = 0.25  # fraction of branch scenes no critic trains on (ranked separately)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -125,8 +129,12 @@ class ExtractionProbeConfig:
             raise ValueError("mc_critic_updates must be >= 0 and needs select_n (its best-of-N check)")
         if self.branch_scenes < 0:
             raise ValueError(f"branch_scenes must be >= 0, got {self.branch_scenes}")
+        if not 0.0 <= self.branch_held_out < 1.0:
+            raise ValueError(f"branch_held_out must be in [0, 1), got {self.branch_held_out}")
         if self.branch_scenes:
             self.branch_config()  # validates width and scale
+        if self.select_candidates not in CANDIDATES:
+            raise ValueError(f"select_candidates must be one of {CANDIDATES}, got {self.select_candidates!r}")
         if any(n < 2 for n in self.select_n):
             raise ValueError(f"select_n values must be >= 2 (N = 1 is the reference), got {self.select_n}")
 
@@ -201,9 +209,10 @@ def _critic_rows(rollouts: list, branches: list) -> str:
     return " + ".join(parts) or "offline buffer"
 
 
-def _branch_summary(config: ExtractionProbeConfig, groups) -> dict:
+def _branch_summary(config: ExtractionProbeConfig, groups, held_out: int) -> dict:
     return {
         "scenes": len(groups),
+        "held_out_scenes": held_out,
         "width": config.branch_width,
         "scale": config.branch_scale,
         "mixed_groups": sum(g.mixed for g in groups),
@@ -217,16 +226,22 @@ def _branch_summary(config: ExtractionProbeConfig, groups) -> dict:
 def _selection_check(config: ExtractionProbeConfig, agent, reference, critic_params, score_of, say) -> dict:
     """Step 5: best-of-N by Q for each N, and a random pick among max(N) candidates as the control."""
     control_n = max(config.select_n)
-    control = random_pick_policy(agent, reference, control_n, config.select_noise, config.seed)
+    kind = config.select_candidates
+    control = random_pick_policy(agent, reference, control_n, config.select_noise, config.seed, kind)
     random_pick = score_of(control)
     say(f"  random pick of {control_n} at noise {config.select_noise:g}: {random_pick['value']:.3f}")
     best = []
     for n in config.select_n:
-        policy = best_of_n_policy(agent, reference, critic_params, n, config.select_noise, config.seed)
+        policy = best_of_n_policy(agent, reference, critic_params, n, config.select_noise, config.seed, kind)
         score = score_of(policy)
         best.append({"n": n, "eval": score})
         say(f"  best of {n} by Q: {score['value']:.3f}")
-    return {"noise": config.select_noise, "random_pick": {"n": control_n, "eval": random_pick}, "best_of_n": best}
+    return {
+        "noise": config.select_noise,
+        "candidates": kind,
+        "random_pick": {"n": control_n, "eval": random_pick},
+        "best_of_n": best,
+    }
 
 
 def _mc_critic_check(config, agent, reference, rows, offline, diag_rows, score_of, keys, rank, say) -> dict:
@@ -237,7 +252,7 @@ def _mc_critic_check(config, agent, reference, rows, offline, diag_rows, score_o
         agent, rows.sample, config.mc_critic_updates, config.batch_size, keys[2], seed=config.seed
     )
     n = max(config.select_n)
-    policy = best_of_n_policy(agent, reference, params, n, config.select_noise, config.seed)
+    policy = best_of_n_policy(agent, reference, params, n, config.select_noise, config.seed, config.select_candidates)
     score = score_of(policy)
     say(f"  Monte-Carlo critic ({config.mc_critic_updates} updates): best of {n} by Q: {score['value']:.3f}")
     q_fn = agent_q_fn(agent, params)
@@ -308,21 +323,26 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
                 f"  {config.rollouts} reference rollouts at noise {config.rollout_noise}: "
                 f"success {rollout_info['success_rate']:.3f}"
             )
-        branches, groups = [], []
+        branches, groups, held_out = [], [], ([], [])
         if config.branch_scenes:
             branch_policy = agent_policy(sft_agent, reference)
-            branches, groups = run_branches(
+            all_branches, all_groups = run_branches(
                 config.task, branch_policy, normalizer, config.branch_config(), config.execute_steps, say
             )
+            (branches, groups), held_out = split_groups(all_branches, all_groups, config.branch_held_out)
         offline = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
         offline.add_episodes(episodes + rollouts + branches)
         rows = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
         rows.add_episodes((rollouts + branches) or episodes)
 
         def rank(q_fn) -> dict | None:
-            if not groups:
+            """The critic's within-group ranking on the branch scenes it trained on and on the held-out ones."""
+            if not groups and not held_out[1]:
                 return None
-            return branch_ranking(q_fn, normalizer, branches, groups, gamma, CHUNK_HORIZON)
+            return {
+                name: branch_ranking(q_fn, normalizer, eps, grps, gamma, CHUNK_HORIZON) if grps else None
+                for name, (eps, grps) in (("train", (branches, groups)), ("held_out", held_out))
+            }
 
         batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)
         obs, actions = jnp.asarray(batch["obs"]), jnp.asarray(batch["actions"])
@@ -363,7 +383,7 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         "reference": ref_eval,
         "rollouts": rollout_info,
         "critic_rows": _critic_rows(rollouts, branches),
-        "branches": _branch_summary(config, groups) if groups else None,
+        "branches": _branch_summary(config, groups + held_out[1], len(held_out[1])) if config.branch_scenes else None,
         "critic": critic,
         "selection": selection,
         "mc_critic": mc_critic,
@@ -379,14 +399,16 @@ def _branch_text(result: dict) -> str:
         return "-"
 
     def agreement(ranking: dict | None) -> str:
-        value = (ranking or {}).get("agreement")
-        return "-" if value is None else f"{value:.2f}"
+        """``train`` agreement, then ``held-out`` when the run held scenes out."""
+        ranking = ranking or {}
+        values = [(ranking.get(part) or {}).get("agreement") for part in ("train", "held_out")]
+        return " / ".join("-" if v is None else f"{v:.2f}" for v in values)
 
     mc = result.get("mc_critic") or {}
-    text = f"{br['scenes']} x {br['width']} at {br['scale']:g}: {br['mixed_groups']} / "
-    text += agreement(result["critic"].get("branch_ranking"))
+    text = f"{br['scenes']} x {br['width']} at {br['scale']:g} ({br.get('held_out_scenes', 0)} held out): "
+    text += f"{br['mixed_groups']} mixed; " + agreement(result["critic"].get("branch_ranking"))
     if mc.get("branch_ranking"):
-        text += f" ({agreement(mc['branch_ranking'])})"
+        text += f" (MC {agreement(mc['branch_ranking'])})"
     return text
 
 
@@ -397,7 +419,8 @@ def summary_markdown(folder: Path) -> str:
         "(grocery) or step-wise score (long-horizon); shift = rms policy - reference chunk from zero noise.",
         "",
         "| run | reference | rollouts (success) | critic rows: gap / share > 0 / corr(Q, return) "
-        "| lambda: score (shift) | best-of-N by Q (random pick) | branches: mixed / P(Q win) DIVL (MC) | commit |",
+        "| lambda: score (shift) | best-of-N by Q (random pick) "
+        "| branches: mixed groups; P(Q win) train / held-out, DIVL (MC) | commit |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(folder.glob("*.json")):
@@ -421,7 +444,8 @@ def summary_markdown(folder: Path) -> str:
         if sel:
             best = ", ".join(f"N={b['n']}: {b['eval']['value']:.2f}" for b in sel["best_of_n"])
             pick = sel["random_pick"]
-            sel_text = f"{best} (N={pick['n']}: {pick['eval']['value']:.2f}; noise {sel['noise']:g})"
+            kind = "offset" if sel.get("candidates") == "offset" else "noise"
+            sel_text = f"{best} (N={pick['n']}: {pick['eval']['value']:.2f}; {kind} {sel['noise']:g})"
         mc = r.get("mc_critic")
         if mc:
             gap, best_mc = mc["critic"]["action_gap"], mc["best_of_n"]
@@ -457,10 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--select-n", type=int, nargs="*", default=list(d.select_n), help="best-of-N by Q check")
     p.add_argument("--select-noise", type=float, default=d.select_noise)
+    p.add_argument("--select-candidates", choices=CANDIDATES, default=d.select_candidates)
     p.add_argument("--mc-critic-updates", type=int, default=d.mc_critic_updates, help="Monte-Carlo critic check")
     p.add_argument("--branch-scenes", type=int, default=d.branch_scenes, help="same-state branch check")
     p.add_argument("--branch-width", type=int, default=d.branch_width)
     p.add_argument("--branch-scale", type=float, default=d.branch_scale)
+    p.add_argument("--branch-held-out", type=float, default=d.branch_held_out)
     p.add_argument("--name", default=None, help="results file stem (default: the task)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -484,10 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         select_n=tuple(a.select_n),
         select_noise=a.select_noise,
+        select_candidates=a.select_candidates,
         mc_critic_updates=a.mc_critic_updates,
         branch_scenes=a.branch_scenes,
         branch_width=a.branch_width,
         branch_scale=a.branch_scale,
+        branch_held_out=a.branch_held_out,
     )
     write_probe_result(a.out, a.name or config.task, run_probe(config), summary_markdown)
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lwd_learner.branching import BranchAt, BranchConfig, BranchGroup, branch_ranking
+from lwd_learner.branching import BranchAt, BranchConfig, BranchGroup, branch_ranking, split_groups
 from lwd_learner.dataset import EpisodeArrays, compute_normalizer
 from lwd_protocol.episode import EpisodeSource, Outcome
 
@@ -86,3 +86,17 @@ def test_branch_ranking_refuses_copies_that_share_an_episode_id() -> None:
     groups = [BranchGroup(seed=0, query=1, tick=TICK, state_spread=0.0, success=[True, False])]
     with pytest.raises(ValueError, match="share an episode_id"):
         branch_ranking(lambda o, a: np.zeros(len(a)), norm, episodes, groups, 0.99, HORIZON)
+
+
+def test_split_groups_holds_out_whole_groups_from_the_end() -> None:
+    groups = [BranchGroup(seed=g, query=1, tick=TICK, state_spread=0.0, success=[True, False]) for g in range(4)]
+    episodes = [_copy(g, b, 0.0, 0.0) for g in range(4) for b in range(2)]
+    (train_eps, train_groups), (held_eps, held_groups) = split_groups(episodes, groups, held_out=0.25)
+    assert [g.seed for g in train_groups] == [0, 1, 2] and [g.seed for g in held_groups] == [3]
+    assert [e.episode_id for e in held_eps] == ["g3-c0", "g3-c1"] and len(train_eps) == 6
+    (all_eps, _), (none, no_groups) = split_groups(episodes, groups, held_out=0.0)
+    assert len(all_eps) == 8 and none == [] and no_groups == []
+    with pytest.raises(ValueError, match="equal groups"):
+        split_groups(episodes[:-1], groups, 0.25)
+    with pytest.raises(ValueError, match="held_out"):
+        split_groups(episodes, groups, 1.0)

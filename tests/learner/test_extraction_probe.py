@@ -16,8 +16,10 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     argv = ["--task", "restocking", "--profile", "quick", "--episodes-per-task", "6", "--data-dir", str(data)]
     argv += ["--sft-updates", "30", "--offline-updates", "15", "--batch-size", "32", "--lams", "1e30", "1e-4"]
     argv += ["--rollouts", "3", "--rollout-noise", "0.5", "--eval-scenes", "2", "--envs", "3"]
-    argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--rollout-perturb-p", "0.5", "--mc-critic-updates", "5"]
-    argv += ["--branch-scenes", "2", "--branch-width", "3", "--name", "micro", "--out", str(tmp_path / "out")]
+    argv += ["--select-n", "2", "3", "--select-noise", "0.7", "--select-candidates", "offset"]
+    argv += ["--rollout-perturb-p", "0.5", "--mc-critic-updates", "5"]
+    argv += ["--branch-scenes", "2", "--branch-width", "3", "--branch-held-out", "0.5"]
+    argv += ["--name", "micro", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert any(data.glob("*.mcap")), "the generated offline buffer is kept in --data-dir"
     result = json.loads((tmp_path / "out" / "micro.json").read_text())
@@ -31,8 +33,10 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     reached = [g for g in branches["groups"] if g["state_spread"] is not None]
     # lockstep copies of one scene under the deterministic reference are identical when they split
     assert branches["identical_split_states"] == len(reached)
-    ranking = result["critic"]["branch_ranking"]
-    assert ranking["mixed_groups"] == branches["mixed_groups"] and "branch_ranking" in result["mc_critic"]
+    assert branches["held_out_scenes"] == 1
+    ranking = result["critic"]["branch_ranking"]  # one scene trained on, one held out
+    assert ranking["train"]["mixed_groups"] + ranking["held_out"]["mixed_groups"] == branches["mixed_groups"]
+    assert set(result["mc_critic"]["branch_ranking"]) == {"train", "held_out"}
     assert set(result["critic"]) >= {"action_gap", "gap_fraction", "grad_norm", "return_corr"}
     huge, tiny = result["runs"]
     assert [huge["lam"], tiny["lam"]] == [1e30, 1e-4]
@@ -44,7 +48,7 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     assert tiny["shift"]["unit_noise"] > 5 * huge["shift"]["unit_noise"]
     assert all(run["eval"]["episodes"] == 2 for run in result["runs"])
     selection = result["selection"]
-    assert selection["noise"] == 0.7 and selection["random_pick"]["n"] == 3
+    assert selection["noise"] == 0.7 and selection["candidates"] == "offset" and selection["random_pick"]["n"] == 3
     assert [b["n"] for b in selection["best_of_n"]] == [2, 3]
     assert all(b["eval"]["episodes"] == 2 for b in [*selection["best_of_n"], selection["random_pick"]])
     mc = result["mc_critic"]
@@ -55,7 +59,7 @@ def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path)
     assert mc["qam"]["shift"]["zero_noise"] < 0.03
     assert result["git"]["commit"] and result["command"].startswith("python -m lwd_learner.extraction_probe")
     table = (tmp_path / "out" / "README.md").read_text()
-    assert "| micro | " in table and "3 at noise 0.5" in table and "noise 0.7" in table and "perturbed by 0.5" in table
+    assert "| micro | " in table and "3 at noise 0.5" in table and "offset 0.7" in table and "perturbed by 0.5" in table
 
 
 def test_probe_config_rejects_bad_values() -> None:
@@ -75,6 +79,8 @@ def test_probe_config_rejects_bad_values() -> None:
         ExtractionProbeConfig(task="restocking", mc_critic_updates=100)
     with pytest.raises(ValueError, match="width"):
         ExtractionProbeConfig(task="restocking", branch_scenes=4, branch_width=1)
+    with pytest.raises(ValueError, match="branch_held_out"):
+        ExtractionProbeConfig(task="restocking", branch_scenes=4, branch_held_out=1.0)
 
 
 def test_perturbed_chunks_offsets_the_chosen_rows_smoothly() -> None:

@@ -10,8 +10,9 @@ then yields a group of episodes that share their history up to that tick and dif
 chunk, and the group's outcomes say which chunks worked.
 
 This is a diagnostic for the learning benchmark's extraction probe (a real robot cannot be reset to
-an identical state), and a positive control: :func:`branch_ranking` measures whether a critic ranks
-the successful branch above the failed one from the very state where they split.
+an identical state), and a positive control: :func:`branch_ranking` measures, on the rows
+:func:`split_rows` collects, whether a critic ranks the successful branch above the failed one from
+the very state where they split.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import jax
 import numpy as np
 
-from lwd_learner.critic_diagnostics import smooth_perturbation
+from lwd_learner.critic_diagnostics import smooth_offsets
 from lwd_learner.dataset import EpisodeArrays, Normalizer
 from lwd_learner.replay import ReplayBuffer
 from lwd_learner.rollout import EpisodeSpec, PolicyFn, RolloutConfig, SimFleet
@@ -80,8 +80,7 @@ class BranchAt:
         chunk = np.asarray(self.policy(obs, noise))
         if self.calls == self.query:
             self.state_spread = float(np.abs(obs - obs[:1]).max())
-            key = jax.random.key(int(self.rng.integers(2**31)))
-            delta = np.array(smooth_perturbation(key, chunk.shape, self.scale), chunk.dtype)
+            delta = smooth_offsets(self.rng, chunk.shape, self.scale).astype(chunk.dtype)
             delta[0] = 0.0
             chunk = chunk + delta
         self.calls += 1
@@ -143,36 +142,48 @@ def split_groups(
     return (episodes[: keep * width], groups[:keep]), (episodes[keep * width :], groups[keep:])
 
 
-def branch_ranking(
-    q_fn: Callable,
-    normalizer: Normalizer,
-    episodes: list[EpisodeArrays],
-    groups: list[BranchGroup],
-    gamma: float,
-    horizon: int,
-) -> dict:
-    """P(Q(successful copy) > Q(failed copy)) over all such pairs within each mixed group, each copy's
-    row taken at the split tick (same state, different chunks). 0.5 is a critic blind to the chunk."""
-    buffer = ReplayBuffer(normalizer, horizon, gamma)
-    buffer.add_episodes(episodes)
-    if buffer.num_episodes != len(episodes):
-        raise ValueError(f"{len(episodes) - buffer.num_episodes} branch episodes share an episode_id")
-    episode_col, step_col = buffer.column("episode"), buffer.column("step")
+@dataclass(frozen=True)
+class SplitRows:
+    """One mixed group's rows at its split tick: the same state, one chunk per copy, and the outcomes."""
+
+    obs: np.ndarray  # (width, obs_dim) normalised
+    actions: np.ndarray  # (width, H, A) normalised chunks
+    success: np.ndarray  # (width,) bool
+
+
+def split_rows(
+    normalizer: Normalizer, episodes: list[EpisodeArrays], groups: list[BranchGroup], gamma: float, horizon: int
+) -> list[SplitRows]:
+    """Every mixed group's rows at its split tick, normalised as the replay feeds a critic. Built once
+    per set of groups; :func:`branch_ranking` then scores any number of critics on them."""
     width = len(episodes) // max(len(groups), 1)
-    agree = pairs = 0
-    for g_index, group in enumerate(groups):
-        if not group.mixed:
-            continue
+    mixed = [g for g, group in enumerate(groups) if group.mixed]
+    buffer = ReplayBuffer(normalizer, horizon, gamma)
+    chosen = [episodes[g * width + b] for g in mixed for b in range(width)]
+    buffer.add_episodes(chosen)
+    if buffer.num_episodes != len(chosen):
+        raise ValueError(f"{len(chosen) - buffer.num_episodes} branch episodes share an episode_id")
+    episode_col, step_col = buffer.column("episode"), buffer.column("step")
+    out = []
+    for k, g in enumerate(mixed):
         rows = []
         for b in range(width):
-            hit = np.nonzero((episode_col == g_index * width + b) & (step_col == group.tick))[0]
+            hit = np.nonzero((episode_col == k * width + b) & (step_col == groups[g].tick))[0]
             rows.append(int(hit[0]) if hit.size else -1)
         if min(rows) < 0:
             continue  # a copy ended before the split (cannot happen from identical states; kept safe)
         batch = buffer.gather(np.asarray(rows))
-        q = np.asarray(q_fn(batch["obs"], batch["actions"]), np.float64)
-        success = np.asarray(group.success)
-        wins, losses = q[success], q[~success]
+        out.append(SplitRows(batch["obs"], batch["actions"], np.asarray(groups[g].success)))
+    return out
+
+
+def branch_ranking(q_fn: Callable, rows: list[SplitRows]) -> dict:
+    """P(Q(successful copy) > Q(failed copy)) over all such pairs within each group of ``rows`` (same
+    state, different chunks). 0.5 is a critic blind to the chunk; ties never count as ordered."""
+    agree = pairs = 0
+    for group in rows:
+        q = np.asarray(q_fn(group.obs, group.actions), np.float64)
+        wins, losses = q[group.success], q[~group.success]
         agree += int((wins[:, None] > losses[None, :]).sum())
         pairs += wins.size * losses.size
-    return {"agreement": agree / pairs if pairs else None, "pairs": pairs, "mixed_groups": sum(g.mixed for g in groups)}
+    return {"agreement": agree / pairs if pairs else None, "pairs": pairs, "mixed_groups": len(rows)}

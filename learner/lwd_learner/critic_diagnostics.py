@@ -38,6 +38,13 @@ def smooth_perturbation(key: jax.Array, shape: tuple[int, int, int], scale: floa
     return ends[:, :1] * (1.0 - ramp) + ends[:, 1:] * ramp
 
 
+def smooth_offsets(rng: np.random.Generator, shape: tuple[int, int, int], scale: float) -> np.ndarray:
+    """:func:`smooth_perturbation` as a writable numpy array, keyed by one draw from ``rng`` (for the
+    numpy-driven policy wrappers: perturbed rollouts, same-state branches, offset candidates)."""
+    key = jax.random.key(int(rng.integers(2**31)))
+    return np.array(smooth_perturbation(key, shape, scale))
+
+
 def critic_diagnostics(
     q_fn: QOfStateAction,
     obs: jax.Array,

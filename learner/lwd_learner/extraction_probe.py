@@ -58,9 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lwd_learner.agent import LWDAgent
-from lwd_learner.branching import BranchConfig, branch_ranking, run_branches, split_groups
+from lwd_learner.branching import BranchConfig, branch_ranking, run_branches, split_groups, split_rows
 from lwd_learner.config import LearnerConfig, PolicyConfig
-from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_perturbation
+from lwd_learner.critic_diagnostics import agent_q_fn, critic_diagnostics, smooth_offsets
 from lwd_learner.dataset import EpisodeArrays, Normalizer, compute_normalizer
 from lwd_learner.evaluate import EvalConfig, evaluate
 from lwd_learner.mc_critic import fit_mc_critic
@@ -185,8 +185,7 @@ class PerturbedChunks:
         self.perturbed += int(hit.sum())
         if not hit.any():
             return chunk
-        key = jax.random.key(int(self.rng.integers(2**31)))
-        delta = np.asarray(smooth_perturbation(key, chunk.shape, self.scale), chunk.dtype)
+        delta = smooth_offsets(self.rng, chunk.shape, self.scale).astype(chunk.dtype)
         return chunk + hit[:, None, None] * delta
 
 
@@ -335,13 +334,19 @@ def run_probe(config: ExtractionProbeConfig, say=print) -> dict:
         rows = ReplayBuffer(normalizer, CHUNK_HORIZON, gamma)
         rows.add_episodes((rollouts + branches) or episodes)
 
+        ranking_rows = {
+            name: split_rows(normalizer, eps, grps, gamma, CHUNK_HORIZON)
+            for name, (eps, grps) in (("train", (branches, groups)), ("held_out", held_out))
+            if grps
+        }
+
         def rank(q_fn) -> dict | None:
             """The critic's within-group ranking on the branch scenes it trained on and on the held-out ones."""
-            if not groups and not held_out[1]:
+            if not ranking_rows:
                 return None
             return {
-                name: branch_ranking(q_fn, normalizer, eps, grps, gamma, CHUNK_HORIZON) if grps else None
-                for name, (eps, grps) in (("train", (branches, groups)), ("held_out", held_out))
+                name: branch_ranking(q_fn, ranking_rows[name]) if name in ranking_rows else None
+                for name in ("train", "held_out")
             }
 
         batch = rows.sample(np.random.default_rng([config.seed, 7919]), DIAGNOSTIC_ROWS)

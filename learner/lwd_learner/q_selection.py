@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lwd_learner.critic_diagnostics import smooth_perturbation
+from lwd_learner.critic_diagnostics import smooth_offsets
 from lwd_learner.rollout import PolicyFn
 
 CANDIDATES = ("flow", "offset")
@@ -74,8 +74,7 @@ def _check(what: str, n: int, noise_scale: float, candidates: str) -> None:
 def _offsets(rng: np.random.Generator, count: int, shape: tuple[int, ...], scale: float) -> np.ndarray:
     """``(count, B, H, A)`` smooth offsets, one per candidate and row."""
     batch, horizon, dim = shape
-    key = jax.random.key(int(rng.integers(2**31)))
-    return np.asarray(smooth_perturbation(key, (count * batch, horizon, dim), scale)).reshape(count, *shape)
+    return smooth_offsets(rng, (count * batch, horizon, dim), scale).reshape(count, *shape)
 
 
 def best_of_n_policy(

@@ -233,6 +233,26 @@ def _check_buffer(cfg: LearnerConfig, buffer: ReplayBuffer) -> None:
         raise ValueError(f"replay gamma {buffer.gamma} differs from the value config's {cfg.value.gamma}")
 
 
+def _run_stage(
+    name: str,
+    update: Callable,
+    state: TrainState,
+    buffer: ReplayBuffer,
+    config: SFTConfig | OfflineConfig,
+    key: jax.Array,
+    on_update: OnUpdate | None = None,
+) -> tuple[TrainState, StageLog]:
+    """``config.num_updates`` steps of ``update`` on uniform batches of ``buffer``, timed and logged."""
+    log = StageLog(name)
+    trainer = _Trainer(log, config.log_every, on_update=on_update)
+    k_rng, k_steps = jax.random.split(key)
+    rng = numpy_rng(k_rng)
+    for k in jax.random.split(k_steps, config.num_updates):
+        state = trainer.step(update, state, lambda: buffer.sample(rng, config.batch_size), k)
+    trainer.flush()
+    return state, log
+
+
 def run_sft(
     agent: LWDAgent,
     state: TrainState,
@@ -243,14 +263,7 @@ def run_sft(
 ) -> tuple[TrainState, StageLog]:
     """Flow-matching BC of ``reference_params`` on the demonstration buffer."""
     _check_buffer(agent.config, demos)
-    log = StageLog("sft")
-    trainer = _Trainer(log, config.log_every, on_update=on_update)
-    k_rng, k_steps = jax.random.split(key)
-    rng = numpy_rng(k_rng)
-    for k in jax.random.split(k_steps, config.num_updates):
-        state = trainer.step(agent.sft_update, state, lambda: demos.sample(rng, config.batch_size), k)
-    trainer.flush()
-    return state, log
+    return _run_stage("sft", agent.sft_update, state, demos, config, key, on_update)
 
 
 def run_offline(
@@ -264,14 +277,7 @@ def run_offline(
     """DIVL + QAM on the offline buffer (sets the buffer's n-step rule to the paper's offline one)."""
     _check_buffer(agent.config, buffer)
     buffer.set_n_step(paper_n_step(config.n_step_long, config.n_step_short))
-    log = StageLog("offline")
-    trainer = _Trainer(log, config.log_every, on_update=on_update)
-    k_rng, k_steps = jax.random.split(key)
-    rng = numpy_rng(k_rng)
-    for k in jax.random.split(k_steps, config.num_updates):
-        state = trainer.step(agent.update, state, lambda: buffer.sample(rng, config.batch_size), k)
-    trainer.flush()
-    return state, log
+    return _run_stage("offline", agent.update, state, buffer, config, key, on_update)
 
 
 def run_extraction(
@@ -285,18 +291,11 @@ def run_extraction(
     """QAM alone against a fixed critic (:meth:`LWDAgent.extract_update`) on the buffer's states: the
     offline stage's policy extraction with the value learning taken out, for critics learned elsewhere."""
     _check_buffer(agent.config, buffer)
-    log = StageLog("extraction")
-    trainer = _Trainer(log, config.log_every)
-    k_rng, k_steps = jax.random.split(key)
-    rng = numpy_rng(k_rng)
 
     def update(s: TrainState, batch: dict, k: jax.Array):
         return agent.extract_update(s, critic_params, batch, k)
 
-    for k in jax.random.split(k_steps, config.num_updates):
-        state = trainer.step(update, state, lambda: buffer.sample(rng, config.batch_size), k)
-    trainer.flush()
-    return state, log
+    return _run_stage("extraction", update, state, buffer, config, key)
 
 
 def online_specs(tasks: tuple[str, ...], count: int, first_seed: int) -> list[EpisodeSpec]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lwd_learner.branching import BranchAt, BranchConfig, BranchGroup, branch_ranking, split_groups
+from lwd_learner.branching import BranchAt, BranchConfig, BranchGroup, branch_ranking, split_groups, split_rows
 from lwd_learner.dataset import EpisodeArrays, compute_normalizer
 from lwd_protocol.episode import EpisodeSource, Outcome
 
@@ -71,13 +71,16 @@ def test_branch_ranking_counts_success_over_failure_pairs_at_the_split() -> None
     def q_first_target(obs, actions):
         return np.asarray(actions)[:, 0, 0]  # normalised joint-0 target of the chunk's first tick
 
-    result = branch_ranking(q_first_target, norm, episodes, groups, gamma=0.99, horizon=HORIZON)
+    rows = split_rows(norm, episodes, groups, gamma=0.99, horizon=HORIZON)
+    assert [r.success.tolist() for r in rows] == successes[:3]  # the mixed groups with identical splits
+    result = branch_ranking(q_first_target, rows)
     assert result["pairs"] == 6 and result["mixed_groups"] == 3
     assert result["agreement"] == pytest.approx(4 / 6)
-    reversed_q = branch_ranking(lambda o, a: -q_first_target(o, a), norm, episodes, groups, 0.99, HORIZON)
+    reversed_q = branch_ranking(lambda o, a: -q_first_target(o, a), rows)
     assert reversed_q["agreement"] == pytest.approx(2 / 6)
-    blind = branch_ranking(lambda o, a: np.zeros(len(a)), norm, episodes, groups, 0.99, HORIZON)
+    blind = branch_ranking(lambda o, a: np.zeros(len(a)), rows)
     assert blind["agreement"] == 0.0  # ties never count as ordered
+    assert branch_ranking(q_first_target, [])["agreement"] is None
 
 
 def test_branch_ranking_refuses_copies_that_share_an_episode_id() -> None:
@@ -85,7 +88,7 @@ def test_branch_ranking_refuses_copies_that_share_an_episode_id() -> None:
     norm = compute_normalizer(episodes, state_source="joint_positions", horizon=HORIZON)
     groups = [BranchGroup(seed=0, query=1, tick=TICK, state_spread=0.0, success=[True, False])]
     with pytest.raises(ValueError, match="share an episode_id"):
-        branch_ranking(lambda o, a: np.zeros(len(a)), norm, episodes, groups, 0.99, HORIZON)
+        split_rows(norm, episodes, groups, 0.99, HORIZON)
 
 
 def test_split_groups_holds_out_whole_groups_from_the_end() -> None:

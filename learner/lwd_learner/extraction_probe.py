@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -461,7 +462,60 @@ def summary_markdown(folder: Path) -> str:
         commit = r["git"]["commit"][:8]
         cells = [path.stem, ref, roll_text, critic, lams, sel_text, _branch_text(r), commit]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + seed_group_lines(folder)) + "\n"
+
+
+SEED_SUFFIX = re.compile(r"^(?P<group>.+)-seed(?P<seed>\d+)$")
+
+
+def _mean_se(values: list[float], signed: bool = False) -> str:
+    x = np.asarray(values, np.float64)
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+    return f"{x.mean():{'+' if signed else ''}.3f} ± {se:.3f}"
+
+
+def _minus(scores: list[float], reference: list[float]) -> str:
+    return _mean_se([x - y for x, y in zip(scores, reference, strict=True)], signed=True)
+
+
+def seed_group_lines(folder: Path) -> list[str]:
+    """Runs named ``<group>-seed<k>`` (two or more): mean ± standard error over seeds, and each extraction's
+    difference from its own seed's reference (same evaluation scenes), the paired number that says
+    whether QAM moved the policy above the imitation it started from."""
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*.json")):
+        match = SEED_SUFFIX.match(path.stem)
+        if match:
+            groups.setdefault(match["group"], []).append(json.loads(path.read_text()))
+    groups = {name: runs for name, runs in groups.items() if len(runs) > 1}
+    if not groups:
+        return []
+    lines = [
+        "",
+        'Seed groups (`<run>-seed<k>`): mean ± standard error over seeds; "- ref" = minus the same seed\'s reference.',
+        "",
+        "| group | seeds | reference | QAM (DIVL critic) per lambda: score; - ref | QAM (MC critic): score; - ref "
+        "| best-of-N by Q (random pick) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in groups.items():
+        ref = [r["reference"]["value"] for r in runs]
+        lam_cells = []
+        for i, run in enumerate(runs[0]["runs"]):
+            scores = [r["runs"][i]["eval"]["value"] for r in runs]
+            lam_cells.append(f"{run['lam']:g}: {_mean_se(scores)}; {_minus(scores, ref)}")
+        mc_cell = "-"
+        if all((r.get("mc_critic") or {}).get("qam") for r in runs):
+            scores = [r["mc_critic"]["qam"]["eval"]["value"] for r in runs]
+            mc_cell = f"{_mean_se(scores)}; {_minus(scores, ref)}"
+        sel_cell = "-"
+        if all(r.get("selection") for r in runs):
+            best = [r["selection"]["best_of_n"][0]["eval"]["value"] for r in runs]
+            pick = [r["selection"]["random_pick"]["eval"]["value"] for r in runs]
+            sel_cell = f"{_mean_se(best)} ({_mean_se(pick)})"
+        seeds = ", ".join(str(r["config"]["seed"]) for r in runs)
+        lines.append(f"| {name} | {seeds} | {_mean_se(ref)} | {' / '.join(lam_cells)} | {mc_cell} | {sel_cell} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lwd_learner.extraction_probe import ExtractionProbeConfig, PerturbedChunks, main
+from lwd_learner.extraction_probe import ExtractionProbeConfig, PerturbedChunks, main, seed_group_lines
 
 
 def test_probe_reports_reference_rollouts_critic_and_each_lambda(tmp_path: Path) -> None:
@@ -101,3 +101,31 @@ def test_perturbed_chunks_offsets_the_chosen_rows_smoothly() -> None:
     for _ in range(20):
         half(None, None)
     assert 0.3 < half.perturbed / half.chunks < 0.7
+
+
+def _seed_run(seed: int, reference: float, qam: float, qam_mc: float) -> dict:
+    """The fields of a probe result that the seed-group summary reads."""
+    return {
+        "config": {"seed": seed},
+        "reference": {"value": reference},
+        "runs": [{"lam": 0.01, "eval": {"value": qam}}],
+        "mc_critic": {"qam": {"eval": {"value": qam_mc}}},
+        "selection": {"best_of_n": [{"eval": {"value": 0.3}}], "random_pick": {"eval": {"value": 0.2}}},
+    }
+
+
+def test_seed_groups_report_mean_se_and_the_difference_from_each_seeds_reference(tmp_path: Path) -> None:
+    runs = {"q-seed0": (0, 0.4, 0.45, 0.40), "q-seed1": (1, 0.5, 0.50, 0.56), "single": (0, 0.1, 0.1, 0.1)}
+    for name, (seed, ref, qam, mc) in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(_seed_run(seed, ref, qam, mc)))
+    lines = seed_group_lines(tmp_path)
+    rows = [line for line in lines if line.startswith("| q |")]
+    assert len(rows) == 1 and not any(line.startswith("| single") for line in lines)  # one run is no group
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    # reference mean 0.45, SE = std([0.4, 0.5], ddof=1) / sqrt(2) = 0.05; QAM - ref = [0.05, 0.0] -> 0.025 ± 0.025;
+    # MC QAM - ref = [0.0, 0.06] -> 0.030 ± 0.030
+    assert cells[1] == "0, 1" and cells[2] == "0.450 ± 0.050"
+    assert cells[3] == "0.01: 0.475 ± 0.025; +0.025 ± 0.025"
+    assert cells[4] == "0.480 ± 0.080; +0.030 ± 0.030"
+    assert cells[5] == "0.300 ± 0.000 (0.200 ± 0.000)"
+    assert seed_group_lines(tmp_path / "empty") == []

@@ -36,7 +36,7 @@ from lwd_learner.rollout import EpisodeSpec, RolloutConfig, SimFleet, agent_poli
 from lwd_learner.stages import SFTConfig, run_sft
 from lwd_protocol.episode import EpisodeSource, Outcome
 from lwd_protocol.episode_io import read_episode
-from lwd_protocol.robot_spec import CHUNK_HORIZON
+from lwd_protocol.robot_spec import ARM_JOINT_DIMS, CHUNK_HORIZON
 from lwd_protocol.tasks import TASK_NAMES, task_info
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results" / "bc_probe"
@@ -52,6 +52,7 @@ class ProbeConfig:
     width: int = 256
     lr: float = 1e-3
     eval_scenes: int = 8  # per column (train, unseen)
+    fit_samples: int = 2048  # demo states the open-loop chunk fit is measured on (0: skip)
     execute_steps: tuple[int, ...] = (10,)
     noise_scales: tuple[float, ...] = (0.0, 1.0)
     data_seed: int = 0
@@ -125,6 +126,9 @@ def run_probe(config: ProbeConfig, say=print) -> dict:
     state, log = run_sft(agent, agent.init(init_key), buffer, sft, train_key)
     train_s = time.perf_counter() - t0
     policy = agent_policy(agent, state.reference_params)
+    fit = chunk_fit(policy, normalizer, demos, np.random.default_rng(config.seed), config.fit_samples)
+    if fit:
+        say(f"[bc_probe {config.task}] open-loop fit, first {FIT_TICKS} ticks: {fit['all']}")
 
     demo_seeds = sorted({int(r.start.seed) for r in recorded if r.start.seed >= 0})
     train_seeds = demo_seeds[: config.eval_scenes]
@@ -159,10 +163,48 @@ def run_probe(config: ProbeConfig, say=print) -> dict:
         "demos": len(demos),
         "mean_demo_ticks": float(np.mean([len(e.actions) for e in demos])),
         "sft": {"seconds": round(train_s, 1), "final_loss": _final_loss(log)},
+        "fit": fit,
         "train_seeds": train_seeds,
         "unseen_seeds": unseen_seeds,
         "runs": runs,
         "runtime_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+FIT_TICKS = 10  # the first ticks of a chunk, what a replan-every-10 controller executes
+
+
+def chunk_fit(policy, normalizer, episodes, rng: np.random.Generator, samples: int, ticks: int = FIT_TICKS) -> dict:
+    """Open-loop fit of a policy on the episodes' own states: does imitation fail before closing the loop?
+
+    At ``samples`` random ticks, the chunk sampled from zero noise (the deterministic inference
+    setting) is decoded to joint targets and compared with the recorded targets of the next
+    ``ticks`` ticks. Per state, the error is the largest absolute arm-joint difference [rad] over
+    those ticks; returned as median / p90 overall and per subtask reached (when recorded), so a
+    poorly fitted phase shows up even when it is a small share of the data.
+    """
+    usable = [ep for ep in episodes if len(ep.actions) > ticks]
+    if samples <= 0 or not usable:
+        return {}
+    lengths = np.array([len(ep.actions) - ticks for ep in usable], np.float64)
+    picks = rng.choice(len(usable), size=samples, p=lengths / lengths.sum())
+    rows = [(usable[i], int(rng.integers(lengths[i]))) for i in picks]
+    states = np.stack([ep.states[t] for ep, t in rows])
+    obs = normalizer.obs(states, np.array([ep.task for ep, _ in rows]))
+    noise = np.zeros((samples, CHUNK_HORIZON, normalizer.action_dim), np.float32)
+    predicted = normalizer.denormalize_chunks(policy(obs, noise), normalizer.anchors(states))
+    arm = list(ARM_JOINT_DIMS)
+    recorded = np.stack([ep.actions[t : t + ticks] for ep, t in rows])
+    errors = np.abs(predicted[:, :ticks, arm] - recorded[:, :, arm]).max(axis=(1, 2))
+    subtasks = np.array([-1 if ep.subtask_index is None else int(ep.subtask_index[t]) for ep, t in rows])
+
+    def stats(e: np.ndarray) -> dict:
+        return {"n": int(e.size), "median": round(float(np.median(e)), 4), "p90": round(float(np.quantile(e, 0.9)), 4)}
+
+    return {
+        "ticks": ticks,
+        "all": stats(errors),
+        "by_subtask": {str(k): stats(errors[subtasks == k]) for k in sorted(set(subtasks.tolist())) if k >= 0},
     }
 
 
@@ -222,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=ProbeConfig.demos)
     p.add_argument("--updates", type=int, default=ProbeConfig.updates)
     p.add_argument("--width", type=int, default=ProbeConfig.width)
+    p.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size)
     p.add_argument("--eval-scenes", type=int, default=ProbeConfig.eval_scenes)
     p.add_argument("--execute-steps", type=int, nargs="+", default=list(ProbeConfig.execute_steps))
     p.add_argument("--noise-scales", type=float, nargs="+", default=list(ProbeConfig.noise_scales))
@@ -241,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         demos=a.demos,
         updates=a.updates,
         width=a.width,
+        batch_size=a.batch_size,
         eval_scenes=a.eval_scenes,
         execute_steps=tuple(a.execute_steps),
         noise_scales=tuple(a.noise_scales),

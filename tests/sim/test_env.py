@@ -107,6 +107,24 @@ def test_state_holds_where_each_object_started_while_it_moves() -> None:
     np.testing.assert_array_equal(obs["sim_state"][STATE_LAYOUT["homes"]].reshape(-1, 2), homes)
 
 
+def test_held_homes_name_where_each_arms_object_goes_back() -> None:
+    """Per arm, the start xy of what it holds (the stow target), zeros in an empty hand."""
+    env = make_env("cocktail", seed=0)
+    obs = env.reset(5)
+    start = {name: env.obj_pos(name)[:2].copy() for name in env.active_objects}
+    np.testing.assert_array_equal(obs["sim_state"][STATE_LAYOUT["held_homes"]], np.zeros(4))
+    expert = ScriptedExpert(env)
+    seen = set()
+    for _ in range(600):  # the first liquor is picked, poured, carried back
+        obs, *_ = env.step(expert.act())
+        held_homes = obs["sim_state"][STATE_LAYOUT["held_homes"]].reshape(2, 2)
+        for arm in (0, 1):
+            name = env.held_name(arm)
+            np.testing.assert_allclose(held_homes[arm], start[name] if name else np.zeros(2), atol=1e-6)
+            seen.add((arm, name))
+    assert any(name for _, name in seen), "the expert held nothing in 600 ticks"
+
+
 def _hold_gripper_targets(env, targets: list[float], ticks: int = 30) -> np.ndarray:
     """Command each gripper target in turn for `ticks` ticks (arms held still); the final openings."""
     grippers = list(GRIPPER_DIMS)

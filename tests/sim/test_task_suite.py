@@ -77,6 +77,32 @@ def test_referents_are_what_the_instruction_names(task: str) -> None:
 
 
 @pytest.mark.parametrize("task", IMPLEMENTED_TASKS)
+def test_first_referent_pose_is_the_named_object_the_expert_works_on(task: str) -> None:
+    """Whenever the expert's current skill acts on a named object, the first 'referent_poses' slot holds
+    that object's pose (cocktail's second liquor, shoebox's second shoe), so a state policy reads "the
+    object of this step" there instead of gating the named objects' poses on the progress flags."""
+    env = make_env(task, seed=0)
+    expert = ScriptedExpert(env)
+    env.reset(3)
+    first_slot = slice(STATE_LAYOUT["referent_poses"].start, STATE_LAYOUT["referent_poses"].start + 3)
+    checked: set[str] = set()
+    for _ in range(env.task.max_steps):
+        action = expert.act()  # the skill picks its object for this state (shoebox re-selects every tick)
+        skill = expert.active_skill()
+        named = env.task.referents()
+        if skill is not None and skill.uses and skill.uses[0] in named:
+            np.testing.assert_allclose(env.sim_state()[first_slot], env.obj_pos(skill.uses[0]), atol=1e-5)
+            checked.add(skill.uses[0])
+        _, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert info["success"], info
+    assert checked, "the plan never handled a named object"
+    if task in ("cocktail", "shoebox"):  # two named objects, handled one after the other
+        assert checked == set(env.task.referents())
+
+
+@pytest.mark.parametrize("task", IMPLEMENTED_TASKS)
 def test_scenes_are_randomised(task: str) -> None:
     env = make_env(task, seed=0)
     scenes = []

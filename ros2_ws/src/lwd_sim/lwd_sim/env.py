@@ -59,9 +59,10 @@ STATE_LAYOUT: dict[str, slice] = {
     # Proprioception: the measured joint positions (what /joint_states carries), so absolute joint
     # targets can be predicted relative to where the arms are.
     "joint_positions": slice(SIM_STATE_JOINT_OFFSET, SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES)),
-    # The named objects' poses, per referent rank (1st, 2nd): pos(3) quat(4) present(1), so a state
-    # policy need not look up "the slot whose referent flag is 1" itself (real policies ground the
-    # instruction in the images).
+    # The named objects' poses in the order the task still works on them (Task.referent_order: the
+    # object of the current step first): pos(3) quat(4) present(1), so a state policy need not look
+    # up "the slot whose referent flag is 1", nor gate it on progress, itself (real policies ground
+    # the instruction in the images).
     "referent_poses": slice(
         SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES), SIM_STATE_JOINT_OFFSET + len(JOINT_NAMES) + 8 * MAX_REFERENTS
     ),
@@ -74,7 +75,12 @@ STATE_LAYOUT["fixtures"] = slice(_FIXTURES_START, _FIXTURES_START + 2 * MAX_FIXT
 # expert's stow). Without it the target of every put-back is hidden state: a state-only policy
 # cannot know where the caddy or the knife came from once it has moved them.
 STATE_LAYOUT["homes"] = slice(STATE_LAYOUT["fixtures"].stop, STATE_LAYOUT["fixtures"].stop + 2 * MAX_OBJECTS)
-STATE_DIM = STATE_LAYOUT["homes"].stop
+# Per arm: the start xy of the object it holds (zeros when empty or a handle), i.e. where a stow puts
+# it back. The same numbers are in "homes", but at the held object's slot: reading them there means
+# gating every slot on "is this the one in my hand", which a state MLP trained on long demos does
+# not learn (cocktail's policy carried a poured bottle around instead of putting it back, session 14).
+STATE_LAYOUT["held_homes"] = slice(STATE_LAYOUT["homes"].stop, STATE_LAYOUT["homes"].stop + 4)
+STATE_DIM = STATE_LAYOUT["held_homes"].stop
 
 
 @dataclass
@@ -375,11 +381,10 @@ class LwdSimEnv:
         p0 = STATE_LAYOUT["referent_poses"].start
         for name, value in self.task.referents().items():
             s[r0 + self.obj_index[name]] = value
-            rank = int(value) - 1
-            if 0 <= rank < MAX_REFERENTS:
-                b = self.body[name]
-                pose = s[p0 + 8 * rank : p0 + 8 * rank + 8]
-                pose[:3], pose[3:7], pose[7] = self.data.xpos[b], self.data.xquat[b], 1.0
+        for rank, name in enumerate(self.task.referent_order(self)[:MAX_REFERENTS]):
+            b = self.body[name]
+            pose = s[p0 + 8 * rank : p0 + 8 * rank + 8]
+            pose[:3], pose[3:7], pose[7] = self.data.xpos[b], self.data.xquat[b], 1.0
         s[STATE_LAYOUT["joint_positions"]] = self.joint_position()
         f0 = STATE_LAYOUT["fixtures"].start
         for i, name in enumerate(self.task.fixtures):
@@ -388,6 +393,11 @@ class LwdSimEnv:
         for i, o in enumerate(self.spec.objects):
             if o.name in self.home_pose:
                 s[h0 + 2 * i : h0 + 2 * i + 2] = self.home_pose[o.name][:2]
+        hh = STATE_LAYOUT["held_homes"].start
+        for arm in (0, 1):
+            held = self.held_name(arm)
+            if held in self.home_pose:
+                s[hh + 2 * arm : hh + 2 * arm + 2] = self.home_pose[held][:2]
         return s
 
 

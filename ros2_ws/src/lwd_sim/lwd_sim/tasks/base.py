@@ -88,6 +88,17 @@ class Task:
         """Objects the instruction names -> 1 (2 for a second, ordered one); the sim_state 'referents' block."""
         return {}
 
+    def referent_order(self, env: LwdSimEnv) -> list[str]:
+        """The named objects in the order the task still works on them: the sim_state 'referent_poses' slots.
+
+        Default: the instruction's order (referent value). Tasks whose subtasks act on one named object
+        after another override it so that the first slot is always the object of the current step:
+        otherwise a state policy must gate "which named object now" on the progress flags, and an MLP
+        trained on long demos blends the two objects' poses instead (measured on cocktail, session 14).
+        """
+        named = self.referents()
+        return sorted(named, key=lambda name: named[name])
+
     def post_step(self, env: LwdSimEnv) -> None:
         """Update event state (pours, cuts...) once per control tick, before conditions()."""
 

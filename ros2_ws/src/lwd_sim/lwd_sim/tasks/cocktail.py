@@ -101,6 +101,10 @@ class Cocktail(EventTask):
     def referents(self) -> dict[str, float]:
         return {self.liquors[0]: 1.0, self.liquors[1]: 2.0}
 
+    def referent_order(self, env) -> list[str]:
+        """The liquor to pour next first: the second liquor takes the first slot once the first is in."""
+        return list(self.liquors) if self.index < 1 else [self.liquors[1], self.liquors[0]]
+
     # --- events ---------------------------------------------------------------------------------
     def post_step(self, env) -> None:
         super().post_step(env)

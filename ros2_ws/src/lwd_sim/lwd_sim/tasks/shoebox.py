@@ -119,6 +119,18 @@ class Shoebox(Task):
     def referents(self) -> dict[str, float]:
         return dict.fromkeys(self.pair, 1.0)
 
+    def referent_order(self, env) -> list[str]:
+        """The shoe the expert packs next first: the one nearest the box, then the one not yet packed."""
+        placed = [s for s in self.pair if self.shoe_packed(env, s)]
+        if placed:
+            return [s for s in self.pair if s not in placed] + placed
+        return self._by_distance_to_box(env, self.pair)
+
+    @staticmethod
+    def _by_distance_to_box(env, names: list[str]) -> list[str]:
+        box = env.obj_pos("box")[:2]
+        return sorted(names, key=lambda s: float(np.linalg.norm(env.obj_pos(s)[:2] - box)))
+
     # --- geometry in the box frame -------------------------------------------------------------
     def box_local(self, env, p: np.ndarray) -> np.ndarray:
         return env.obj_mat("box").T @ (np.asarray(p) - env.obj_pos("box"))
@@ -197,8 +209,7 @@ class Shoebox(Task):
     def _first_shoe(self, pair: list[str]):
         def select(env):
             # The shoe nearest the box goes first, on the side it comes from, toe the nearer way round.
-            box = env.obj_pos("box")[:2]
-            name = min(pair, key=lambda s: float(np.linalg.norm(env.obj_pos(s)[:2] - box)))
+            name = self._by_distance_to_box(env, pair)[0]
             side = 1.0 if self.box_local(env, env.obj_pos(name))[0] >= 0 else -1.0
             centre, yaw = self._shoe_goal(env, side, np.cos(self.heading(env, name)))
             return name, centre, yaw

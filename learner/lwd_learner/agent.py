@@ -105,6 +105,7 @@ def make_velocity_field(config: LearnerConfig) -> VelocityField:
         obs_hidden_dims=net.obs_hidden,
         obs_embed_dim=net.obs_embed_dim,
         time_dim=net.time_dim,
+        conditioning=net.policy_conditioning,
     )
 
 

@@ -50,6 +50,7 @@ class ProbeConfig:
     updates: int = 6000
     batch_size: int = 128
     width: int = 256
+    conditioning: str = "concat"  # the velocity trunk's observation conditioning (NetworkConfig)
     lr: float = 1e-3
     eval_scenes: int = 8  # per column (train, unseen)
     fit_samples: int = 2048  # demo states the open-loop chunk fit is measured on (0: skip)
@@ -84,7 +85,7 @@ def generate_demos(config: ProbeConfig, folder: Path) -> dict:
     return generate(gen, workers=config.workers).as_dict()
 
 
-def network_config(width: int, obs_dim: int, action_dim: int) -> NetworkConfig:
+def network_config(width: int, obs_dim: int, action_dim: int, conditioning: str = "concat") -> NetworkConfig:
     """The learning bench's `cpu` network with its policy and observation layers `width` wide."""
     from lwd_learner.bench_learning import PROFILES
 
@@ -92,6 +93,7 @@ def network_config(width: int, obs_dim: int, action_dim: int) -> NetworkConfig:
         PROFILES["cpu"].network,
         policy_hidden=(width, width, width),
         obs_hidden=(width,),
+        policy_conditioning=conditioning,
         obs_dim=obs_dim,
         action_dim=action_dim,
         horizon=CHUNK_HORIZON,
@@ -113,7 +115,7 @@ def run_probe(config: ProbeConfig, say=print) -> dict:
     base = LearnerConfig.offline()
     learner = dataclasses.replace(
         base,
-        network=network_config(config.width, normalizer.obs_dim, normalizer.action_dim),
+        network=network_config(config.width, normalizer.obs_dim, normalizer.action_dim, config.conditioning),
         policy=PolicyConfig(flow_steps=10, qam_loss_steps=3),
         optim=dataclasses.replace(base.optim, sft_lr=config.lr, decay_steps=config.updates),
     )
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=ProbeConfig.demos)
     p.add_argument("--updates", type=int, default=ProbeConfig.updates)
     p.add_argument("--width", type=int, default=ProbeConfig.width)
+    p.add_argument("--conditioning", choices=("concat", "film"), default=ProbeConfig.conditioning)
     p.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size)
     p.add_argument("--eval-scenes", type=int, default=ProbeConfig.eval_scenes)
     p.add_argument("--execute-steps", type=int, nargs="+", default=list(ProbeConfig.execute_steps))
@@ -284,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         demos=a.demos,
         updates=a.updates,
         width=a.width,
+        conditioning=a.conditioning,
         batch_size=a.batch_size,
         eval_scenes=a.eval_scenes,
         execute_steps=tuple(a.execute_steps),

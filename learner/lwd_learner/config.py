@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 ValueMode = Literal["divl", "expectile"]
+Conditioning = Literal["concat", "film"]
 TauMode = Literal["adaptive", "constant"]
 
 
@@ -40,6 +41,9 @@ class NetworkConfig:
     horizon: int = 30
     action_dim: int = 16
     policy_hidden: tuple[int, ...] = (256, 256, 256)
+    # "film": the velocity trunk's hidden layers are also scaled and shifted by (obs embedding, flow
+    # time), DiT-style adaLN with zero-initialised modulation; "concat": those only enter as inputs
+    policy_conditioning: Conditioning = "concat"
     critic_hidden: tuple[int, ...] = (256, 256)
     value_hidden: tuple[int, ...] = (256,)
     obs_hidden: tuple[int, ...] = (256,)

@@ -84,6 +84,7 @@ class RecapMethod:
             obs_hidden_dims=net.obs_hidden,
             obs_embed_dim=net.obs_embed_dim,
             time_dim=net.time_dim,
+            conditioning=net.policy_conditioning,
         )
         self.value = ValueNet(
             num_outputs=config.value.num_atoms,

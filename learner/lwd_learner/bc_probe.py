@@ -21,6 +21,7 @@ import json
 import sys
 import tempfile
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import jax
 import numpy as np
 
 from lwd_learner.agent import LWDAgent
-from lwd_learner.config import LearnerConfig, NetworkConfig, PolicyConfig
+from lwd_learner.config import Conditioning, LearnerConfig, NetworkConfig, PolicyConfig
 from lwd_learner.dataset import compute_normalizer, from_episode
 from lwd_learner.provenance import git_info, write_probe_result
 from lwd_learner.replay import ReplayBuffer
@@ -50,7 +51,7 @@ class ProbeConfig:
     updates: int = 6000
     batch_size: int = 128
     width: int = 256
-    conditioning: str = "concat"  # the velocity trunk's observation conditioning (NetworkConfig)
+    conditioning: Conditioning = "concat"  # the velocity trunk's observation conditioning (NetworkConfig)
     lr: float = 1e-3
     eval_scenes: int = 8  # per column (train, unseen)
     fit_samples: int = 2048  # demo states the open-loop chunk fit is measured on (0: skip)
@@ -85,7 +86,7 @@ def generate_demos(config: ProbeConfig, folder: Path) -> dict:
     return generate(gen, workers=config.workers).as_dict()
 
 
-def network_config(width: int, obs_dim: int, action_dim: int, conditioning: str = "concat") -> NetworkConfig:
+def network_config(width: int, obs_dim: int, action_dim: int, conditioning: Conditioning = "concat") -> NetworkConfig:
     """The learning bench's `cpu` network with its policy and observation layers `width` wide."""
     from lwd_learner.bench_learning import PROFILES
 
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=ProbeConfig.demos)
     p.add_argument("--updates", type=int, default=ProbeConfig.updates)
     p.add_argument("--width", type=int, default=ProbeConfig.width)
-    p.add_argument("--conditioning", choices=("concat", "film"), default=ProbeConfig.conditioning)
+    p.add_argument("--conditioning", choices=typing.get_args(Conditioning), default=ProbeConfig.conditioning)
     p.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size)
     p.add_argument("--eval-scenes", type=int, default=ProbeConfig.eval_scenes)
     p.add_argument("--execute-steps", type=int, nargs="+", default=list(ProbeConfig.execute_steps))

@@ -5,6 +5,7 @@ Needs the learner's optional ``export`` extra (jax2onnx); the module skips witho
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -123,6 +124,22 @@ def test_onnx_matches_jax_at_batch_1_and_4(policy, tmp_path: Path) -> None:
     other = dict(inputs, **{NOISE_INPUT: inputs[NOISE_INPUT][::-1].copy()})
     assert np.max(np.abs(session.run([ACTIONS_OUTPUT], other)[0] - got)) > 1e-2
     np.testing.assert_array_equal(session.run([ACTIONS_OUTPUT], inputs)[0], got)
+
+
+def test_film_trunk_exports_with_the_same_parity(tmp_path: Path) -> None:
+    """The optional FiLM velocity trunk (NetworkConfig.policy_conditioning) goes through the same export."""
+    net = dataclasses.replace(NET, policy_conditioning="film")
+    agent = LWDAgent(LearnerConfig(network=net))
+    zeros = (jnp.zeros((1, net.obs_dim)), jnp.zeros((1, net.horizon, net.action_dim)), jnp.zeros((1,)))
+    params = jax.jit(agent.velocity.init)(jax.random.PRNGKey(6), *zeros)
+    rng = np.random.default_rng(7)  # non-zero modulation too (it starts at zero)
+    params = jax.tree_util.tree_map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(np.float32), params)
+    assert "Modulation_0" in params["params"]["trunk"]
+    session = _session(export_policy(agent, params, OBS, ACT, tmp_path / "film.onnx").path)
+    for batch, seed in ((1, 0), (4, 1)):
+        inputs = random_reference_inputs(OBS, ACT, batch, seed=seed)
+        (got,) = session.run([ACTIONS_OUTPUT], inputs)
+        assert np.max(np.abs(got - _jax(agent, params, inputs))) < 1e-5
 
 
 def test_exported_graph_is_a_single_contract_file(policy, tmp_path: Path) -> None:
